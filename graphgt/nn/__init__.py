@@ -1,0 +1,1 @@
+"""Neural-network modules: local message passing, global attention, the GPS layer and model."""

@@ -22,6 +22,11 @@ class LocalMP(nn.Module):
     requires_edge_attr: ClassVar[bool] = False
     dim: int
 
+    @property
+    def applies_residual(self) -> bool:
+        """True if the layer adds its input itself (GatedGCN): the GPS layer then adds none."""
+        return False
+
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor] = None
                 ) -> Tuple[Tensor, Optional[Tensor]]:  # pragma: no cover - abstract
         raise NotImplementedError

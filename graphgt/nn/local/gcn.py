@@ -1,0 +1,51 @@
+"""GCN (Kipf & Welling, 2017) as a :class:`LocalMP`."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from torch import Tensor
+from torch_geometric.nn import GCNConv
+
+from graphgt.nn.local.base import LocalMP
+
+
+class GCNLayer(LocalMP):
+    r"""Graph convolution of Kipf & Welling, "Semi-Supervised Classification with Graph
+    Convolutional Networks" (ICLR 2017), a thin adapter around PyG's ``GCNConv(dim, dim)``.
+
+    .. math::
+        \mathbf{X}' = \hat{\mathbf{D}}^{-1/2} \hat{\mathbf{A}} \hat{\mathbf{D}}^{-1/2}
+        \mathbf{X} \mathbf{\Theta} + \mathbf{b}, \qquad \hat{\mathbf{A}} = \mathbf{A} + \mathbf{I}
+
+    Edge features are not used; they are passed through untouched.
+
+    Args:
+        dim: node feature width ``d`` (input and output).
+        normalize: add self-loops and apply the symmetric normalisation (``False``: plain sum of
+            neighbour messages, no self-loops).
+        cached: cache the normalised adjacency of the first call (transductive, one fixed graph).
+
+    Shapes:
+        x ``[N, d]``, edge_index ``[2, E]``, edge_attr ``[E, d]`` or ``None``
+        -> (``[N, d]``, the given ``edge_attr``).
+    """
+
+    requires_edge_attr = False
+
+    def __init__(self, dim: int, normalize: bool = True, cached: bool = False) -> None:
+        super().__init__()
+        self.dim = dim
+        self.normalize = normalize
+        self.cached = cached
+        self.conv = GCNConv(dim, dim, normalize=normalize, cached=cached)
+
+    def reset_parameters(self) -> None:
+        self.conv.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor] = None
+                ) -> Tuple[Tensor, Optional[Tensor]]:
+        return self.conv(x, edge_index), edge_attr
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.dim}, normalize={self.normalize}, "
+                f"cached={self.cached})")

@@ -1,0 +1,317 @@
+"""What every in-memory data module shares: locating (and if need be copying) the files, splitting,
+attaching positional encodings, and building the loaders.
+
+A concrete module (one per source) only says where its files are (:meth:`InMemoryDataModule.check`)
+and how to read them (:meth:`InMemoryDataModule.prepare`, returning a :class:`Prepared`); the
+base class does the rest, for node-level (one graph, a ``loss_mask`` per split) and graph-level
+(mini-batches of whole graphs) tasks alike.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Batch, Data
+from torch_geometric.loader import DataLoader
+
+from graphgt.config.errors import ConfigError
+from graphgt.data.base import DataModule, DataSpec, Level
+from graphgt.data.splits import Split, SplitIndices
+from graphgt.pe.base import PositionalEncoding
+from graphgt.pe.cache import attach_pes
+
+# --------------------------------------------------------------------------------------------- files
+
+
+def is_writable(path: Path) -> bool:
+    """Whether a loader may create files in the directory ``path``.
+
+    ``os.access`` alone is not enough: it says yes to root even in a directory whose mode is
+    ``r-x``.  A directory without any write bit is treated as read-only for everybody.
+    """
+    path = Path(path)
+    if not os.access(path, os.W_OK):
+        return False
+    return bool(path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def _tree_writable(path: Path) -> bool:
+    return all(is_writable(p) for p in (path, path / "processed") if p.is_dir())
+
+
+def writable_copy(src: Path, cache_dir: Path, rel: str, exclude: Sequence[str] = ("processed",)) -> Path:
+    """The dataset folder ``src`` if loaders may write into it, else a copy of it under the cache.
+
+    Loaders of PyG/OGB write a ``processed/`` folder next to ``raw/``.  When ``src`` is read-only
+    (a shared data folder), it is copied once, without ``exclude`` folders, to
+    ``cache_dir/datasets/<rel>`` and that copy is returned.  The copy is made in a temporary
+    folder and renamed into place, so an interrupted copy is never mistaken for a complete one.
+
+    Args:
+        src: the dataset folder (e.g. ``<root>/tu/MUTAG``).
+        cache_dir: the run's cache folder.
+        rel: the dataset folder relative to the data root (e.g. ``tu/MUTAG``).
+        exclude: folder/file names not copied.
+    """
+    src = Path(src)
+    if _tree_writable(src):
+        return src
+    dst = Path(cache_dir) / "datasets" / rel
+    if dst.is_dir():
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
+    try:
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*exclude), dirs_exist_ok=True)
+        for dirpath, dirnames, filenames in os.walk(tmp):  # the copy must be writable (modes are copied)
+            for name in [*dirnames, *filenames, "."]:
+                p = Path(dirpath) / name
+                p.chmod(p.stat().st_mode | stat.S_IWUSR)
+        try:
+            os.replace(tmp, dst)
+        except OSError:
+            if not dst.is_dir():  # a concurrent copy that won the race is fine
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dst
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file next to ``path``, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def require_paths(paths: Sequence[Path], what: str, fix: str) -> None:
+    """Raise :class:`ConfigError` naming the first missing path, the ``data.root`` key and ``fix``."""
+    for p in paths:
+        if not Path(p).exists():
+            raise ConfigError(f"{what} not found: expected '{Path(p).resolve()}' (set by data.root). {fix}")
+
+
+def instantiate(obj: Any) -> Any:
+    """Build an object from a ``{'_target_': 'pkg.Class', **kwargs}`` mapping (recursively); other
+    values are returned unchanged.  Uses Hydra's ``instantiate`` when a Hydra/OmegaConf node is given."""
+    try:  # Hydra/OmegaConf configs
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(obj, DictConfig):
+            obj = OmegaConf.to_container(obj, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is optional here
+        pass
+    if isinstance(obj, Mapping) and "_target_" in obj:
+        kwargs = {k: instantiate(v) for k, v in obj.items() if not k.startswith("_")}
+        module, _, name = str(obj["_target_"]).rpartition(".")
+        try:
+            target = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise ConfigError(f"_target_ '{obj['_target_']}' cannot be imported ({e})") from e
+        return target(**kwargs)
+    if isinstance(obj, Mapping):
+        return {k: instantiate(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [instantiate(v) for v in obj]
+    return obj
+
+
+def as_split(split: Any, default: Split, key: str = "data.split") -> Split:
+    """``split`` as a :class:`Split` (an instance, a ``_target_`` mapping, or None for ``default``)."""
+    if split is None:
+        return default
+    split = instantiate(split)
+    if not isinstance(split, Split):
+        raise ConfigError(f"{key} must be a split strategy (MaskSplit, RandomSplit, IndexFileSplit, "
+                          f"OfficialSplit), got {split!r}")
+    return split
+
+
+# ------------------------------------------------------------------------------------------- graphs
+
+
+def ensure_node_features(graphs: Sequence[Data]) -> None:
+    """Give featureless graphs a constant feature ``x = ones[N, 1]`` (in place)."""
+    for g in graphs:
+        if getattr(g, "x", None) is None:
+            g.x = torch.ones(int(g.num_nodes), 1)
+
+
+def feature_dim(t: Optional[Tensor]) -> int:
+    """Width of a feature tensor (``[N]`` counts as width 1)."""
+    if t is None:
+        return 0
+    return 1 if t.dim() == 1 else int(t.size(-1))
+
+
+@dataclass
+class Prepared:
+    """What a concrete module's :meth:`InMemoryDataModule.prepare` returns.
+
+    Attributes:
+        graphs: the graphs (one for a node-level task), targets already in graphgt's layout
+            (multiclass: long ``[N]``/``[G]``; otherwise float ``[N, T]``/``[1, T]`` per graph).
+        spec: the dataset's :class:`DataSpec`.
+        split_source: what the split strategy reads (the ``Data`` for masks, the dataset for
+            ``get_idx_split``).
+        labels: one class id per split item (for stratified splits), or None.
+    """
+
+    graphs: List[Data]
+    spec: DataSpec
+    split_source: Any = None
+    labels: Optional[Tensor] = None
+
+
+class InMemoryDataModule(DataModule):
+    """Base of the data modules whose graphs fit in memory.
+
+    Subclasses implement :meth:`check` (cheap; may use :meth:`source_dir`) and :meth:`prepare`
+    (read the data; may use :meth:`load_dir` for read-only sources).  Node-level datasets yield
+    their one graph per split as a one-graph ``Batch`` (with ``batch`` and ``ptr``) that carries a
+    boolean ``loss_mask`` of the split's nodes; graph-level ones yield PyG mini-batches.
+
+    Args:
+        root: the folder holding the dataset folders (``root/tu/MUTAG``, ``root/ogb/...``).
+        batch_size: graphs per batch (graph level; node-level datasets are full-batch and ignore it).
+        num_workers: loader worker processes (graph level).
+        split: the split strategy.
+    """
+
+    #: the task level every instance has (None: decided by the instance's spec)
+    level: ClassVar[Optional[str]] = None
+
+    def __init__(self, root: str, batch_size: int, num_workers: int = 0, split: Optional[Split] = None):
+        self.root = str(root)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.split = split
+        self._spec: Optional[DataSpec] = None
+        self._splits: Dict[str, Any] = {}
+        self.split_indices: Optional[SplitIndices] = None
+
+    # ---- for subclasses
+    def prepare(self, cache_dir: Path) -> Prepared:  # pragma: no cover - abstract
+        """Read the dataset (from ``cache_dir`` copies if needed) into a :class:`Prepared`."""
+        raise NotImplementedError
+
+    def source_dir(self, rel: str) -> Path:
+        """``<root>/<rel>``: where the dataset folder is expected."""
+        return Path(self.root) / rel
+
+    def load_dir(self, rel: str, cache_dir: Path) -> Path:
+        """The folder to load ``rel`` from: the source, or its writable copy under ``cache_dir``."""
+        return writable_copy(self.source_dir(rel), Path(cache_dir), rel)
+
+    def _check_common(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.split is not None:
+            self.split.check()
+
+    def check(self) -> None:
+        self._check_common()
+
+    # ---- the protocol
+    def setup(self, pes: Sequence[PositionalEncoding], cache_dir: Path) -> None:
+        """Load, split, attach the positional encodings (cached under ``cache_dir``), build loaders."""
+        self.check()
+        cache_dir = Path(cache_dir)
+        prepared = self.prepare(cache_dir)
+        level: Level = prepared.spec.task.level
+        if self.level is not None and level != self.level:
+            raise TypeError(f"{type(self).__name__} is a {self.level}-level module but prepared a {level}-level task")
+        graphs = prepared.graphs
+        num_items = int(graphs[0].num_nodes) if level == "node" else len(graphs)
+        if self.split is None:
+            raise ConfigError(f"{type(self).__name__}: data.split is not set")
+        idx = self.split.split(num_items, prepared.split_source, prepared.labels)
+        for name, part in zip(("train", "val", "test"), idx):
+            if part.numel() == 0 and name != "val":
+                raise ConfigError(f"{type(self).__name__}: the {name} split is empty (check data.split)")
+        graphs = attach_pes(graphs, pes, cache_dir)
+        self.split_indices = idx
+        self._spec = prepared.spec
+        if level == "node":
+            self._splits = _node_splits(graphs, idx)
+        else:
+            self._splits = {name: [graphs[i] for i in part.tolist()] for name, part in zip(("train", "val", "test"), idx)}
+
+    @property
+    def spec(self) -> DataSpec:
+        if self._spec is None:
+            raise RuntimeError(f"{type(self).__name__}.spec is known after setup(pes, cache_dir)")
+        return self._spec
+
+    def _loader(self, name: str, seed: Optional[int]) -> Iterable:
+        if not self._splits:
+            raise RuntimeError(f"{type(self).__name__}: call setup(pes, cache_dir) before asking for loaders")
+        if self.spec.task.level == "node":
+            return [self._splits[name]]
+        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        return DataLoader(self._splits[name], batch_size=self.batch_size, shuffle=seed is not None,
+                          generator=generator, num_workers=self.num_workers, drop_last=False)
+
+    def train_loader(self, seed: int) -> Iterable:
+        """Training batches, shuffled by a generator seeded with ``seed`` (same seed, same order)."""
+        return self._loader("train", seed)
+
+    def val_loader(self) -> Iterable:
+        return self._loader("val", None)
+
+    def test_loader(self) -> Iterable:
+        return self._loader("test", None)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "split_indices")
+        return f"{type(self).__name__}({params})"
+
+
+def _node_splits(graphs: Sequence[Data], idx: SplitIndices) -> Dict[str, Batch]:
+    """One ``Batch`` of the single graph per split, sharing tensors, each with its ``loss_mask``."""
+    import copy
+
+    if len(graphs) != 1:
+        raise ValueError(f"a node-level dataset has one graph, got {len(graphs)}")
+    g = copy.copy(graphs[0])  # shallow: tensors are shared, attribute deletions are not
+    for key in [k for k in g.keys() if k.endswith("_mask")]:  # the split lives in loss_mask only
+        del g[key]
+    batch = Batch.from_data_list([g])
+    out = {}
+    for name, part in zip(("train", "val", "test"), idx):
+        b = copy.copy(batch)
+        mask = torch.zeros(int(g.num_nodes), dtype=torch.bool)
+        mask[part] = True
+        b.loss_mask = mask
+        out[name] = b
+    return out
+
+
+class NodeDataModule(InMemoryDataModule):
+    """A data module of one graph whose nodes are classified/regressed (full-batch loaders)."""
+
+    level: ClassVar[Optional[str]] = "node"
+
+
+class GraphDataModule(InMemoryDataModule):
+    """A data module of many graphs, each one prediction (mini-batch loaders of whole graphs)."""
+
+    level: ClassVar[Optional[str]] = "graph"

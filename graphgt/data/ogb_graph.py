@@ -1,0 +1,95 @@
+"""OGB graph property prediction on molecules (ogbg-molhiv, -molbace, -molbbbp, -molpcba, ...)."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from graphgt.config.errors import ConfigError
+from graphgt.data.base import DataSpec, Task
+from graphgt.data.common import GraphDataModule, Prepared, require_paths
+from graphgt.data.splits import OfficialSplit
+from graphgt.eval.metrics import OGBMetric
+from graphgt.nn.encoders import CategoricalEncoder, atom_cardinalities, bond_cardinalities
+
+
+def allow_ogb_pickles() -> None:
+    """Let ``torch.load`` (weights_only, torch >= 2.6) read ogb 1.3.6's processed PyG files."""
+    import torch
+    from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
+    from torch_geometric.data.storage import GlobalStorage
+
+    torch.serialization.add_safe_globals([DataEdgeAttr, DataTensorAttr, GlobalStorage])
+
+
+def ogb_meta(name: str):
+    """OGB's master-table row of ``name`` (task type, number of tasks, metric, ...), or ConfigError."""
+    import pandas as pd
+    import ogb.graphproppred as gp
+
+    master = pd.read_csv(Path(gp.__file__).parent / "master.csv", index_col=0, keep_default_na=False)
+    if name not in master:
+        raise ConfigError(f"data.name '{name}' is not an OGB graph-property dataset; known: {sorted(master.keys())}")
+    return master[name]
+
+
+class OGBGraphData(GraphDataModule):
+    """``ogb.graphproppred.PygGraphPropPredDataset`` read from ``<root>/ogb/<name with '-' -> '_'>``.
+
+    Official split (``get_idx_split()``, scaffold for molecules); task and metric from OGB's meta
+    data: binary classification (``num_tasks`` sigmoid outputs, ``binary`` if one task else
+    ``multilabel``; missing labels stay NaN) or regression; metric ``OGBMetric(name)``.  Atoms
+    and bonds are embedded by ``CategoricalEncoder`` with OGB's feature cardinalities (9 / 3 columns).
+    Targets ``y``: float ``[G, num_tasks]``.
+
+    Args:
+        root: folder holding ``ogb/<dir name>``.
+        name: OGB name, e.g. ``ogbg-molbace``.
+        batch_size: graphs per batch.
+        num_workers: loader workers.
+    """
+
+    KINDS = {"binary classification": "binary", "regression": "regression"}
+
+    def __init__(self, root: str, name: str, batch_size: int = 32, num_workers: int = 0):
+        super().__init__(root, batch_size, num_workers, split=OfficialSplit())
+        self.name = str(name)
+
+    @property
+    def rel(self) -> str:
+        return f"ogb/{self.name.replace('-', '_')}"
+
+    def check(self) -> None:
+        self._check_common()
+        if not self.name.startswith("ogbg-mol"):
+            raise ConfigError(f"data.name '{self.name}': OGBGraphData reads OGB molecule datasets (ogbg-mol*) "
+                              f"whose atoms/bonds use OGB's categorical features")
+        meta = ogb_meta(self.name)
+        if meta["task type"] not in self.KINDS:
+            raise ConfigError(f"data.name '{self.name}': task type '{meta['task type']}' is not supported")
+        folder = self.source_dir(self.rel)
+        fix = (f"Run once online: python -c 'from ogb.graphproppred import PygGraphPropPredDataset as D; "
+               f"D(\"{self.name}\", root=\"{Path(self.root).resolve() / 'ogb'}\")' (or copy the dataset folder there).")
+        require_paths([folder, folder / "raw", folder / "split" / meta["split"]], f"OGB dataset {self.name}", fix)
+        release = folder / f"RELEASE_v{meta['version']}.txt"
+        if not release.exists():
+            raise ConfigError(f"OGB dataset {self.name}: '{release}' is missing (set by data.root); without it "
+                              f"ogb asks on stdin whether to re-download. Restore the file (or re-download): {fix}")
+
+    def prepare(self, cache_dir: Path) -> Prepared:
+        from ogb.graphproppred import PygGraphPropPredDataset
+
+        allow_ogb_pickles()
+        folder = self.load_dir(self.rel, cache_dir)
+        dataset = PygGraphPropPredDataset(self.name, root=str(folder.parent))
+        kind = self.KINDS[dataset.task_type]
+        num_tasks = int(dataset.num_tasks)
+        if kind == "binary" and num_tasks > 1:
+            kind = "multilabel"
+        graphs = [g for g in dataset]
+        for g in graphs:
+            g.y = g.y.view(1, -1).float()
+        spec = DataSpec(task=Task(kind, num_tasks, OGBMetric(self.name), "graph"),
+                        node_encoder=functools.partial(CategoricalEncoder, atom_cardinalities()),
+                        edge_encoder=functools.partial(CategoricalEncoder, bond_cardinalities()),
+                        name=self.name)
+        return Prepared(graphs, spec, split_source=dataset, labels=None)

@@ -1,0 +1,93 @@
+"""PyGDataset: any PyG dataset class from config, node and graph level."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_geometric.datasets import FakeDataset
+
+from graphgt.config.errors import ConfigError
+from graphgt.data import PyGDataset, RandomSplit
+
+from .helpers import SHARED, DegreePE, processed_dirs, requires_shared
+
+
+def test_graph_level_fake_dataset(tmp_path):
+    torch.manual_seed(0)
+    ds = FakeDataset(num_graphs=50, avg_num_nodes=12, num_channels=5, edge_dim=2, num_classes=3, task="graph")
+    m = PyGDataset(ds, level="graph", task="multiclass", metric="accuracy",
+                   split=RandomSplit(0.6, 0.2, seed=0, stratify=True), batch_size=8)
+    m.check()
+    m.setup([DegreePE()], tmp_path)
+    assert [len(p) for p in m.split_indices] == [30, 10, 10]
+    spec = m.spec
+    assert (spec.task.kind, spec.task.num_outputs, spec.task.level) == ("multiclass", 3, "graph")
+    assert spec.node_encoder(4).in_dim == 5 and spec.edge_encoder(4).in_dim == 2
+    b = next(iter(m.train_loader(0)))
+    assert b.num_graphs == 8 and b.y.shape == (8,) and b.y.dtype == torch.long and b.degree_pe.shape[1] == 1
+    assert [x.num_nodes for x in m.train_loader(1)] == [x.num_nodes for x in m.train_loader(1)]
+
+
+def test_graph_level_from_target_mapping_as_regression(tmp_path):
+    cfg = {"_target_": "torch_geometric.datasets.FakeDataset", "num_graphs": 20, "avg_num_nodes": 8,
+           "num_channels": 4, "num_classes": 2, "task": "graph"}
+    m = PyGDataset(cfg, level="graph", task="regression", metric="mae",
+                   split={"_target_": "graphgt.data.splits.RandomSplit", "train": 0.5, "val": 0.25}, batch_size=4)
+    m.check()
+    m.setup([], tmp_path)
+    b = next(iter(m.val_loader()))
+    assert b.y.shape == (4, 1) and b.y.dtype == torch.float32
+    assert m.spec.task.num_outputs == 1 and m.spec.edge_encoder is None and not m.spec.task.metric.higher_is_better
+
+
+def test_node_level_fake_dataset(tmp_path):
+    torch.manual_seed(0)
+    ds = FakeDataset(num_graphs=1, avg_num_nodes=100, num_channels=6, num_classes=4, task="node")
+    m = PyGDataset(ds, level="node", task="multiclass", metric="accuracy", split=RandomSplit(0.5, 0.2, seed=0))
+    m.setup([], tmp_path)
+    n = ds[0].num_nodes
+    batches = [next(iter(loader)) for loader in (m.train_loader(0), m.val_loader(), m.test_loader())]
+    assert sum(int(b.loss_mask.sum()) for b in batches) == n
+    assert m.spec.task.level == "node" and m.spec.task.num_outputs == int(ds[0].y.max()) + 1
+
+
+def test_bad_options_are_config_errors():
+    ds = FakeDataset(num_graphs=2)
+    for kwargs, key in [({"level": "edge"}, "data.level"), ({"task": "ranking"}, "data.task"),
+                        ({"metric": "f1"}, "metric")]:
+        args = dict(level="graph", task="multiclass", metric="accuracy") | kwargs
+        with pytest.raises(ConfigError, match=key):
+            PyGDataset(ds, **args).check()
+    with pytest.raises(ConfigError, match="cannot be imported"):
+        PyGDataset({"_target_": "torch_geometric.datasets.Nope"}, level="graph", task="multiclass",
+                   metric="accuracy").check()
+    m = PyGDataset(ds, level="graph", task="multiclass", metric="accuracy")  # default MaskSplit: no masks
+    with pytest.raises(ConfigError, match="RandomSplit"):
+        m.setup([], "/nonexistent-unused")
+
+
+@requires_shared
+def test_read_only_root_of_a_mapping_is_copied(tmp_path):
+    cfg = {"_target_": "torch_geometric.datasets.Planetoid", "root": str(SHARED / "planetoid"), "name": "Cora"}
+    m = PyGDataset(cfg, level="node", task="multiclass", metric="accuracy")
+    m.setup([], tmp_path)
+    assert [len(p) for p in m.split_indices] == [140, 500, 1000]
+    assert (tmp_path / "datasets" / "pyg" / "planetoid" / "Cora" / "processed").is_dir()
+    assert processed_dirs(SHARED) == []
+
+
+def test_built_by_hydra(tmp_path):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({
+        "_target_": "graphgt.data.PyGDataset",
+        "dataset": {"_target_": "torch_geometric.datasets.FakeDataset", "num_graphs": 12, "avg_num_nodes": 6,
+                    "num_channels": 3, "num_classes": 2, "task": "graph"},
+        "level": "graph", "task": "binary", "metric": "rocauc", "batch_size": 4,
+        "split": {"_target_": "graphgt.data.splits.RandomSplit", "train": 0.5, "val": 0.25, "seed": 0},
+    })
+    m = instantiate(cfg)
+    assert isinstance(m.split, RandomSplit)
+    m.check()
+    m.setup([], tmp_path)
+    assert next(iter(m.test_loader())).y.shape == (3, 1) and m.spec.task.num_outputs == 1

@@ -1,0 +1,158 @@
+"""The real benchmark datasets (skipped when ../shared/data is absent): counts, splits, targets,
+read-only sources copied to the cache, and clear errors for missing folders."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from graphgt.config.errors import ConfigError
+from graphgt.data import OGBGraphData, PeptidesFunctional, PlanetoidData, TUData, WebKBData
+from graphgt.data.common import is_writable
+
+from .helpers import SHARED, DegreePE, processed_dirs, requires_shared
+
+pytestmark = requires_shared
+
+
+@pytest.fixture(autouse=True)
+def _shared_stays_clean():
+    yield
+    assert processed_dirs(SHARED) == [], "a loader wrote into the read-only shared data folder"
+
+
+def _one(loader):
+    items = list(loader)
+    assert len(items) == 1
+    return items[0]
+
+
+def test_cora_public_split_and_loaders(tmp_path):
+    m = PlanetoidData(str(SHARED), "Cora")
+    m.check()
+    m.setup([DegreePE()], tmp_path)
+    assert [len(p) for p in m.split_indices] == [140, 500, 1000]
+    spec = m.spec
+    assert (spec.task.kind, spec.task.num_outputs, spec.task.level) == ("multiclass", 7, "node")
+    assert spec.edge_encoder is None and spec.node_encoder(8).in_dim == 1433
+    for loader, count in ((m.train_loader(0), 140), (m.val_loader(), 500), (m.test_loader(), 1000)):
+        b = _one(loader)
+        assert b.num_nodes == 2708 and b.edge_index.shape == (2, 10556)
+        assert b.loss_mask.dtype == torch.bool and int(b.loss_mask.sum()) == count
+        assert b.y.dtype == torch.long and b.degree_pe.shape == (2708, 1)
+        assert not hasattr(b, "train_mask") or b.get("train_mask") is None
+    sums = b.x.sum(1)
+    assert torch.allclose(sums[sums > 0], torch.ones_like(sums[sums > 0]), atol=1e-5)  # row-normalised
+    # the read-only source was copied once into the cache and processed there
+    assert not is_writable(SHARED / "planetoid" / "Cora")
+    assert (tmp_path / "datasets" / "planetoid" / "Cora" / "processed").is_dir()
+
+
+def test_writable_source_is_used_in_place(tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(SHARED / "tu" / "MUTAG", root / "tu" / "MUTAG")
+    for p in [root, *root.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    m = TUData(str(root), "MUTAG")
+    m.setup([], tmp_path / "cache")
+    assert (root / "tu" / "MUTAG" / "processed").is_dir()
+    assert not (tmp_path / "cache" / "datasets").exists()
+
+
+def test_webkb_split_index(tmp_path):
+    masks = []
+    for index in (0, 1):
+        m = WebKBData(str(SHARED), "Cornell", split_index=index)
+        m.check()
+        m.setup([], tmp_path)
+        b = _one(m.train_loader(0))
+        assert b.num_nodes == 183 and m.spec.task.num_outputs == 5
+        masks.append(b.loss_mask)
+    assert not torch.equal(masks[0], masks[1])
+    with pytest.raises(ConfigError, match="split_index"):
+        WebKBData(str(SHARED), "cornell", split_index=10).check()
+
+
+def test_mutag_graphs_edge_features_and_split(tmp_path):
+    m = TUData(str(SHARED), "MUTAG", batch_size=16)
+    m.check()
+    m.setup([DegreePE()], tmp_path)
+    train, val, test = m.split_indices
+    assert len(train) + len(val) + len(test) == 188
+    assert torch.equal(torch.sort(torch.cat([train, val, test])).values, torch.arange(188))  # disjoint, covering
+    spec = m.spec
+    assert (spec.task.kind, spec.task.num_outputs, spec.task.level) == ("multiclass", 2, "graph")
+    assert spec.edge_encoder is not None and spec.edge_encoder(8).in_dim == 4 and spec.node_encoder(8).in_dim == 7
+    # stratified: class proportions of each split are close to the whole
+    y = torch.cat([g.y for split in ("train", "val", "test") for g in m._splits[split]])
+    labels = torch.empty(188, dtype=torch.long)
+    labels[torch.cat([train, val, test])] = y
+    whole = labels.float().mean()
+    for part in (train, val, test):
+        assert abs(float(labels[part].float().mean()) - float(whole)) < 0.06
+    # deterministic: same seed -> same split and same batch order; other seed -> other order
+    m2 = TUData(str(SHARED), "MUTAG", batch_size=16)
+    m2.setup([], tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(m.split_indices, m2.split_indices))
+    order = lambda mod, seed: torch.cat([b.y for b in mod.train_loader(seed)])  # noqa: E731
+    first = next(iter(m.train_loader(5)))
+    assert first.edge_attr.shape[1] == 4 and first.x.dtype == torch.float32 and first.degree_pe.shape[1] == 1
+    assert torch.equal(order(m, 5), order(m2, 5))
+    sizes = lambda mod, seed: [b.num_nodes for b in mod.train_loader(seed)]  # noqa: E731
+    assert sizes(m, 5) != sizes(m, 6)
+    assert sum(b.num_graphs for b in m.val_loader()) == len(val)  # no drop_last
+    assert [b.num_nodes for b in m.val_loader()] == [b.num_nodes for b in m.val_loader()]  # not shuffled
+
+
+def test_enzymes_node_attributes(tmp_path):
+    m = TUData(str(SHARED), "ENZYMES", use_node_attr=True)
+    m.setup([], tmp_path)
+    assert m.spec.node_encoder(8).in_dim == 21 and m.spec.task.num_outputs == 6
+    assert sum(len(p) for p in m.split_indices) == 600 and m.spec.edge_encoder is None
+
+
+def test_proteins_loads(tmp_path):
+    m = TUData(str(SHARED), "PROTEINS")
+    m.setup([], tmp_path)
+    assert sum(len(p) for p in m.split_indices) == 1113 and m.spec.node_encoder(8).in_dim == 3
+
+
+@pytest.mark.parametrize("name,sizes", [("ogbg-molbace", (1210, 151, 152)), ("ogbg-molbbbp", (1631, 204, 204))])
+def test_ogb_molecules(tmp_path, name, sizes):
+    m = OGBGraphData(str(SHARED), name, batch_size=64)
+    m.check()
+    m.setup([], tmp_path)
+    assert tuple(len(p) for p in m.split_indices) == sizes
+    spec = m.spec
+    assert (spec.task.kind, spec.task.num_outputs, spec.task.level) == ("binary", 1, "graph")
+    assert spec.task.metric.name == "rocauc"
+    b = next(iter(m.val_loader()))
+    assert b.y.shape == (64, 1) and b.y.dtype == torch.float32
+    assert b.x.shape[1] == 9 and b.edge_attr.shape[1] == 3
+    assert spec.node_encoder(8)(b.x).shape == (b.num_nodes, 8)
+    assert spec.edge_encoder(8)(b.edge_attr).shape == (b.edge_index.size(1), 8)
+    y = torch.cat([batch.y for batch in m.val_loader()])
+    score = spec.task.metric(torch.randn(len(y), 1), y)
+    assert 0.0 <= score <= 1.0
+
+
+@pytest.mark.parametrize("module,expected", [
+    (lambda r: PlanetoidData(r, "Cora"), "planetoid/Cora"),
+    (lambda r: WebKBData(r, "Texas"), "webkb/texas"),
+    (lambda r: TUData(r, "MUTAG"), "tu/MUTAG"),
+    (lambda r: OGBGraphData(r, "ogbg-molbace"), "ogb/ogbg_molbace"),
+    (lambda r: PeptidesFunctional(r), "lrgb/peptides-functional"),
+])
+def test_missing_dataset_is_a_clear_error(tmp_path, module, expected):
+    with pytest.raises(ConfigError) as e:
+        module(str(tmp_path)).check()
+    msg = str(e.value)
+    assert str(tmp_path / expected) in msg and "data.root" in msg
+
+
+def test_missing_ogb_dataset_says_how_to_download(tmp_path):
+    with pytest.raises(ConfigError, match="PygGraphPropPredDataset"):
+        OGBGraphData(str(tmp_path), "ogbg-molhiv").check()
+    with pytest.raises(ConfigError, match="ogbg-mol"):
+        OGBGraphData(str(SHARED), "ogbg-ppa").check()

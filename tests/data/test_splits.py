@@ -1,0 +1,105 @@
+"""Split strategies: disjoint, covering, deterministic, stratified; clear errors."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Data
+
+from graphgt.config.errors import ConfigError
+from graphgt.data.common import as_split
+from graphgt.data.splits import IndexFileSplit, MaskSplit, OfficialSplit, RandomSplit
+
+
+def _assert_partition(idx, n):
+    allidx = torch.cat(list(idx))
+    assert allidx.numel() == n and torch.equal(torch.sort(allidx).values, torch.arange(n))
+
+
+def test_random_split_disjoint_covering_deterministic():
+    s = RandomSplit(0.8, 0.1, seed=3)
+    a, b = s.split(101), s.split(101)
+    _assert_partition(a, 101)
+    assert [len(p) for p in a] == [81, 10, 10]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    c = RandomSplit(0.8, 0.1, seed=4).split(101)
+    assert not torch.equal(a.train, c.train)
+
+
+def test_random_split_stratified():
+    y = torch.tensor([0] * 80 + [1] * 20)
+    idx = RandomSplit(0.5, 0.25, seed=0, stratify=True).split(100, labels=y)
+    _assert_partition(idx, 100)
+    assert [int((y[p] == 1).sum()) for p in idx] == [10, 5, 5]
+    assert [int((y[p] == 0).sum()) for p in idx] == [40, 20, 20]
+    with pytest.raises(ConfigError, match="stratify"):
+        RandomSplit(0.5, 0.25, stratify=True).split(100, labels=torch.rand(100, 3))
+
+
+@pytest.mark.parametrize("train,val", [(0.0, 0.1), (1.2, 0.0), (0.8, 0.3), (0.5, -0.1)])
+def test_random_split_bad_fractions(train, val):
+    with pytest.raises(ConfigError, match="split"):
+        RandomSplit(train, val).check()
+
+
+def test_mask_split_single_and_multi_column():
+    n = 10
+    d = Data(train_mask=torch.arange(n) < 5, val_mask=(torch.arange(n) >= 5) & (torch.arange(n) < 7),
+             test_mask=torch.arange(n) >= 7)
+    idx = MaskSplit().split(n, d)
+    assert idx.train.tolist() == [0, 1, 2, 3, 4] and idx.val.tolist() == [5, 6] and idx.test.tolist() == [7, 8, 9]
+    multi = Data(train_mask=torch.stack([d.train_mask, d.test_mask], 1), val_mask=torch.stack([d.val_mask] * 2, 1),
+                 test_mask=torch.stack([d.test_mask, d.train_mask], 1))
+    assert MaskSplit(index=1).split(n, multi).train.tolist() == [7, 8, 9]
+    with pytest.raises(ConfigError, match="split.index"):
+        MaskSplit().split(n, multi)
+    with pytest.raises(ConfigError, match="out of range"):
+        MaskSplit(index=2).split(n, multi)
+    with pytest.raises(ConfigError, match="RandomSplit"):
+        MaskSplit().split(n, Data())
+
+
+@pytest.mark.parametrize("fmt", ["pt", "npz", "json", "pickle"])
+def test_index_file_split(tmp_path, fmt):
+    d = {"train": np.array([0, 2, 4]), "valid": np.array([1]), "test": np.array([3, 5])}
+    p = tmp_path / f"split.{fmt}"
+    if fmt == "pt":
+        torch.save({k: torch.as_tensor(v) for k, v in d.items()}, p)
+    elif fmt == "npz":
+        np.savez(p, **d)
+    elif fmt == "json":
+        p.write_text(json.dumps({k: v.tolist() for k, v in d.items()}))
+    else:
+        p.write_bytes(pickle.dumps({"train": d["train"], "val": d["valid"], "test": d["test"]}))
+    idx = IndexFileSplit(str(p)).split(6)
+    assert idx.train.tolist() == [0, 2, 4] and idx.val.tolist() == [1] and idx.test.tolist() == [3, 5]
+    with pytest.raises(ConfigError, match="outside"):
+        IndexFileSplit(str(p)).split(4)
+
+
+def test_index_file_split_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        IndexFileSplit(str(tmp_path / "nope.pt")).check()
+    p = tmp_path / "s.json"
+    p.write_text(json.dumps({"train": [0], "test": [1]}))
+    with pytest.raises(ConfigError, match="'valid'"):
+        IndexFileSplit(str(p)).split(3)
+    p.write_text(json.dumps({"train": [0, 1], "val": [1], "test": [2]}))
+    with pytest.raises(ConfigError, match="share"):
+        IndexFileSplit(str(p)).split(3)
+
+
+def test_official_split_needs_get_idx_split():
+    with pytest.raises(ConfigError, match="official"):
+        OfficialSplit().split(3, object())
+
+
+def test_as_split_from_target_mapping():
+    s = as_split({"_target_": "graphgt.data.splits.RandomSplit", "train": 0.6, "val": 0.2, "seed": 1}, MaskSplit())
+    assert isinstance(s, RandomSplit) and s.seed == 1
+    assert isinstance(as_split(None, MaskSplit()), MaskSplit)
+    with pytest.raises(ConfigError, match="data.split"):
+        as_split(3, MaskSplit())

@@ -51,12 +51,15 @@ class DataSpec:
         edge_encoder: the same for ``data.edge_attr``, or ``None`` if the dataset has no edge
             features (then layers with ``requires_edge_attr`` are refused by validation).
         name: a human-readable dataset name for reports.
+        node_feature_dim: width of the raw float node features (``None`` for categorical ones);
+            lets a model feed raw features straight into its first layer (``MPNNModel(raw_io=True)``).
     """
 
     task: Task
     node_encoder: EncoderFactory
     edge_encoder: Optional[EncoderFactory]
     name: str
+    node_feature_dim: Optional[int] = None
 
     @property
     def has_edge_attr(self) -> bool:

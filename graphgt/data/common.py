@@ -20,10 +20,10 @@ from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Seque
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
-from torch_geometric.loader import DataLoader
 
 from graphgt.config.errors import ConfigError
 from graphgt.data.base import DataModule, DataSpec, Level
+from graphgt.data.loader import GraphBatchLoader, PackedGraphs
 from graphgt.data.splits import Split, SplitIndices
 from graphgt.pe.base import PositionalEncoding
 from graphgt.pe.cache import attach_pes
@@ -204,6 +204,7 @@ class InMemoryDataModule(DataModule):
         self.split = split
         self._spec: Optional[DataSpec] = None
         self._splits: Dict[str, Any] = {}
+        self._packed: Dict[str, PackedGraphs] = {}
         self.split_indices: Optional[SplitIndices] = None
 
     # ---- for subclasses
@@ -254,6 +255,7 @@ class InMemoryDataModule(DataModule):
             self._splits = _node_splits(graphs, idx)
         else:
             self._splits = {name: [graphs[i] for i in part.tolist()] for name, part in zip(("train", "val", "test"), idx)}
+        self._packed = {}
 
     @property
     def spec(self) -> DataSpec:
@@ -266,9 +268,10 @@ class InMemoryDataModule(DataModule):
             raise RuntimeError(f"{type(self).__name__}: call setup(pes, cache_dir) before asking for loaders")
         if self.spec.task.level == "node":
             return [self._splits[name]]
-        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-        return DataLoader(self._splits[name], batch_size=self.batch_size, shuffle=seed is not None,
-                          generator=generator, num_workers=self.num_workers, drop_last=False)
+        if name not in self._packed:
+            self._packed[name] = PackedGraphs(self._splits[name])
+        return GraphBatchLoader(self._packed[name], self.batch_size, shuffle=seed is not None, seed=seed or 0,
+                                num_workers=self.num_workers)
 
     def train_loader(self, seed: int) -> Iterable:
         """Training batches, shuffled by a generator seeded with ``seed`` (same seed, same order)."""

@@ -97,14 +97,17 @@ class GraphBatchLoader:
     """Iterates mini-batches of :class:`PackedGraphs` (shuffled with a seeded generator, or in order).
 
     Every graph appears exactly once per pass; the last batch may be smaller (no drop_last).
-    ``set_epoch`` reshuffles deterministically (seed + epoch) when ``shuffle`` is on.
+    Pass ``e`` uses the order drawn from ``seed`` and ``e`` (deterministic across runs and
+    across ``num_workers``).  With ``num_workers > 0`` batches are cut in worker processes
+    (torch ``DataLoader`` with ``collate_fn=packed.batch``), in the same order.
     """
 
     def __init__(self, packed: PackedGraphs, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 indices: Optional[Tensor] = None):
+                 indices: Optional[Tensor] = None, num_workers: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.packed, self.batch_size, self.shuffle, self.seed = packed, batch_size, shuffle, seed
+        self.num_workers = num_workers
         self.indices = torch.arange(len(packed)) if indices is None else torch.as_tensor(indices).long()
         self.epoch = 0
 
@@ -120,5 +123,12 @@ class GraphBatchLoader:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = order[torch.randperm(order.numel(), generator=g)]
             self.epoch += 1
-        for start in range(0, order.numel(), self.batch_size):
-            yield self.packed.batch(order[start:start + self.batch_size])
+        chunks = list(order.split(self.batch_size))
+        if self.num_workers > 0:
+            from torch.utils.data import DataLoader
+
+            yield from DataLoader(chunks, batch_size=None, collate_fn=self.packed.batch,
+                                  num_workers=self.num_workers, persistent_workers=False)
+        else:
+            for chunk in chunks:
+                yield self.packed.batch(chunk)

@@ -60,5 +60,5 @@ class PlanetoidData(NodeDataModule):
         data = dataset[0]
         spec = DataSpec(task=Task("multiclass", int(dataset.num_classes), Accuracy(), "node"),
                         node_encoder=functools.partial(LinearEncoder, int(data.x.size(1))), edge_encoder=None,
-                        name=f"Planetoid/{self.name}")
+                        name=f"Planetoid/{self.name}", node_feature_dim=int(data.x.size(1)))
         return Prepared([data], spec, split_source=data, labels=data.y)

@@ -137,6 +137,6 @@ class PyGDataset(InMemoryDataModule):
         spec = DataSpec(task=Task(self.task, num_outputs, get_metric(self.metric), self.task_level),  # type: ignore[arg-type]
                         node_encoder=functools.partial(LinearEncoder, feature_dim(graphs[0].x)),
                         edge_encoder=functools.partial(LinearEncoder, edge_dim) if edge_dim else None,
-                        name=name)
+                        name=name, node_feature_dim=feature_dim(graphs[0].x))
         source = graphs[0] if self.task_level == "node" else dataset
         return Prepared(graphs, spec, split_source=source, labels=labels)

@@ -141,5 +141,5 @@ class SyntheticCSBM(NodeDataModule):
         data = self.generate()
         spec = DataSpec(task=Task("multiclass", self.num_classes, Accuracy(), "node"),
                         node_encoder=functools.partial(LinearEncoder, self.num_features), edge_encoder=None,
-                        name=f"CSBM(n={self.num_nodes}, C={self.num_classes}, h={self.homophily}, seed={self.seed})")
+                        name=f"CSBM(n={self.num_nodes}, C={self.num_classes}, h={self.homophily}, seed={self.seed})", node_feature_dim=self.num_features)
         return Prepared([data], spec, split_source=data, labels=data.y)

@@ -63,5 +63,5 @@ class TUData(GraphDataModule):
         spec = DataSpec(task=Task("multiclass", int(dataset.num_classes), Accuracy(), "graph"),
                         node_encoder=functools.partial(LinearEncoder, feature_dim(graphs[0].x)),
                         edge_encoder=functools.partial(LinearEncoder, edge_dim) if edge_dim else None,
-                        name=f"TU/{self.name}")
+                        name=f"TU/{self.name}", node_feature_dim=feature_dim(graphs[0].x))
         return Prepared(graphs, spec, split_source=dataset, labels=torch.cat([g.y for g in graphs]))

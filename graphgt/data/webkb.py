@@ -57,5 +57,5 @@ class WebKBData(NodeDataModule):
         data = dataset[0]
         spec = DataSpec(task=Task("multiclass", int(dataset.num_classes), Accuracy(), "node"),
                         node_encoder=functools.partial(LinearEncoder, int(data.x.size(1))), edge_encoder=None,
-                        name=f"WebKB/{self.name}[split {self.split_index}]")
+                        name=f"WebKB/{self.name}[split {self.split_index}]", node_feature_dim=int(data.x.size(1)))
         return Prepared([data], spec, split_source=data, labels=data.y)

@@ -121,18 +121,22 @@ ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 
 class MPNNModel(nn.Module):
     """A plain message-passing network (GCN/GAT/GIN/SAGE baselines as published):
-    encoders -> ``layers`` x [local -> act -> dropout] -> head.
+    input dropout -> encoders -> local -> act -> ``layers - 1`` x [dropout -> local -> act] -> head.
 
-    No FFN, no residual, no normalisation: what Kipf & Welling (GCN) and Veličković et al. (GAT)
-    trained on citation graphs.  Same constructor as :class:`GPSModel` minus the transformer parts;
-    ``attention`` must be ``None``.
+    No FFN, no residual, no normalisation.  Same constructor as :class:`GPSModel` minus the
+    transformer parts; ``attention`` must be ``None``.  With ``raw_io=True`` the model is exactly
+    the published GCN/GAT: the first layer reads the raw float features (``in_dim``) and the last
+    one emits the outputs (``out_dim``), with no encoder and no head in between,
+    ``X -> dropout -> conv -> act -> dropout -> conv`` — an extra encoder/head costs ~3 points of
+    Cora accuracy.
     """
 
     def __init__(self, spec: DataSpec, hidden: int = 64, layers: int = 2,
                  local: Optional[LocalFactory] = None, attention: Optional[AttentionFactory] = None,
                  pe: Sequence[PEBranch] = (), dropout: float = 0.5, input_dropout: float = 0.0,
                  act: Literal["relu", "elu", "gelu"] = "relu", head_layers: int = 1,
-                 head_dropout: float = 0.0, pool: Literal["mean", "sum", "max"] = "mean"):
+                 head_dropout: float = 0.0, pool: Literal["mean", "sum", "max"] = "mean",
+                 raw_io: bool = False):
         super().__init__()
         if local is None:
             raise ValueError("MPNNModel needs a local layer: set local=<gcn|gat|gin|gine|gatedgcn|sage>")
@@ -140,13 +144,33 @@ class MPNNModel(nn.Module):
             raise ValueError("MPNNModel has no global attention: use attention=none, or model=gps")
         if act not in ACTIVATIONS:
             raise ValueError(f"act='{act}' must be one of {sorted(ACTIVATIONS)}")
-        self.hidden, self.level, self.act_name = hidden, spec.task.level, act
-        self.encoder = InputEncoder(spec, hidden, pe, input_dropout)
-        self.layers = nn.ModuleList(local(hidden) for _ in range(layers))
+        self.hidden, self.level, self.act_name, self.raw_io = hidden, spec.task.level, act, raw_io
         self.act = ACTIVATIONS[act]()
         self.dropout = nn.Dropout(dropout)
+        if raw_io:
+            self._build_raw_io(spec, hidden, layers, local, pe, input_dropout)
+            return
+        self.encoder = InputEncoder(spec, hidden, pe, input_dropout)
+        self.layers = nn.ModuleList(local(hidden) for _ in range(layers))
         head_kwargs = {"pool": pool} if self.level == "graph" else {}
         self.head = HEADS[self.level](hidden, spec.task.num_outputs, head_layers, head_dropout, **head_kwargs)
+
+    def _build_raw_io(self, spec: DataSpec, hidden: int, layers: int, local: LocalFactory,
+                      pe: Sequence[PEBranch], input_dropout: float) -> None:
+        """Raw features into the first layer, outputs out of the last one (no encoder, no head)."""
+        if spec.node_feature_dim is None:
+            raise ValueError(f"model.raw_io=true needs float node features, but '{spec.name}' has categorical ones; "
+                             "set model.raw_io=false")
+        if self.level != "node" or len(pe):
+            raise ValueError("model.raw_io=true is for node-level tasks without PE (pe=none)")
+        dims = [spec.node_feature_dim] + [hidden] * (layers - 1) + [spec.task.num_outputs]
+        try:
+            self.layers = nn.ModuleList(local(hidden, in_dim=dims[i], out_dim=dims[i + 1]) for i in range(layers))
+        except TypeError:
+            name = getattr(local, "func", local).__name__
+            raise ValueError(f"{name} has no in_dim/out_dim, which model.raw_io=true needs; use local=gcn, gat or "
+                             "sage, or model.raw_io=false") from None
+        self.input_dropout = nn.Dropout(input_dropout)
 
     def reset_parameters(self) -> None:
         self.encoder.reset_parameters()
@@ -155,17 +179,25 @@ class MPNNModel(nn.Module):
         self.head.reset_parameters()
 
     def forward(self, data) -> Tensor:
+        if self.raw_io:
+            x = self.input_dropout(data.x.float())
+            for i, layer in enumerate(self.layers):
+                x = layer(self.dropout(x) if i > 0 else x, data.edge_index)[0]
+                x = self.act(x) if i < len(self.layers) - 1 else x
+            return x
         x, edge_attr = self.encoder(data)
-        x = self.dropout(x)
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                x = self.dropout(x)
             x, edge_attr = layer(x, data.edge_index, edge_attr)
-            x = self.dropout(self.act(x))
+            x = self.act(x)
         ctx = AttentionContext.from_batch(data)
         return self.head(x, ctx.batch, ctx.num_graphs)
 
     def __repr__(self) -> str:
+        head = "raw_io" if self.raw_io else repr(self.head)
         return (f"{type(self).__name__}(hidden={self.hidden}, layers={len(self.layers)}, "
-                f"local={self.layers[0]!r}, act={self.act_name!r}, head={self.head!r})")
+                f"local={self.layers[0]!r}, act={self.act_name!r}, head={head})")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -86,3 +86,22 @@ def test_mpnn_model_matches_manual_gcn_stack():
     for layer in model.layers:
         x = torch.relu(layer(x, b.edge_index)[0])
     assert torch.allclose(model(b), model.head.mlp(x), atol=1e-6)
+
+
+def test_mpnn_raw_io_is_the_published_two_layer_gcn():
+    from graphgt.nn.local import GATLayer
+    torch.manual_seed(0)
+    s = spec("node", edge=False, outputs=3)
+    s.node_feature_dim = 5
+    model = MPNNModel(s, hidden=16, layers=2, local=partial(GCNLayer), raw_io=True).eval()
+    assert [(l.in_dim, l.out_dim) for l in model.layers] == [(5, 16), (16, 3)]
+    assert repr(model.layers[0]) == "GCNLayer(5, 16, normalize=True, cached=False)"
+    b = batch()
+    h = torch.relu(model.layers[0].conv(b.x, b.edge_index))
+    assert torch.allclose(model(b), model.layers[1].conv(h, b.edge_index), atol=1e-6)
+    gat = MPNNModel(s, hidden=16, layers=2, local=partial(GATLayer, heads=8), raw_io=True)
+    assert gat(b).shape == (16, 3) and not gat.layers[1].concat  # the output layer averages heads
+    with pytest.raises(ValueError, match="no in_dim/out_dim"):
+        MPNNModel(s, local=partial(GINELayer), raw_io=True)
+    with pytest.raises(ValueError, match="float node features"):
+        MPNNModel(spec("node", edge=False), local=partial(GCNLayer), raw_io=True)

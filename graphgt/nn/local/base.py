@@ -31,5 +31,10 @@ class LocalMP(nn.Module):
                 ) -> Tuple[Tensor, Optional[Tensor]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _dims_repr(self) -> str:
+        """``"d"``, or ``"in, out"`` for a first/last layer whose widths differ from ``dim``."""
+        in_dim, out_dim = getattr(self, "in_dim", self.dim), getattr(self, "out_dim", self.dim)
+        return f"{self.dim}" if in_dim == out_dim == self.dim else f"{in_dim}, {out_dim}"
+
     def reset_parameters(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -27,6 +27,9 @@ class GATLayer(LocalMP):
 
     Args:
         dim: node feature width ``d``.
+        in_dim, out_dim: input/output widths when they differ from ``dim`` (first/last layer of
+            ``MPNNModel(raw_io=True)``); a layer whose ``out_dim`` differs from ``dim`` is an
+            output layer and averages its heads, as GAT's output layer does.
         heads: number of attention heads ``K``.
         attn_dropout: dropout on the attention coefficients (training only).
         concat: concatenate the heads (``True``) or average them (``False``).
@@ -41,11 +44,15 @@ class GATLayer(LocalMP):
     requires_edge_attr = False
 
     def __init__(self, dim: int, heads: int = 8, attn_dropout: float = 0.0, concat: bool = True,
-                 edge_dim_aware: bool = False) -> None:
+                 edge_dim_aware: bool = False, in_dim: Optional[int] = None,
+                 out_dim: Optional[int] = None) -> None:
         super().__init__()
+        if out_dim is not None and out_dim != dim:
+            concat = False  # an output layer averages its heads (GAT's output layer)
+        dim_out = out_dim or dim
         if heads < 1:
             raise ValueError(f"GATLayer: heads={heads} must be >= 1.")
-        if concat and dim % heads != 0:
+        if concat and dim_out % heads != 0:
             raise ValueError(
                 f"GATLayer: dim={dim} is not divisible by heads={heads}; with concat=True each "
                 f"head has width dim // heads. Choose heads dividing {dim} or set concat=False.")
@@ -56,8 +63,9 @@ class GATLayer(LocalMP):
         self.attn_dropout = attn_dropout
         self.concat = concat
         self.edge_dim_aware = edge_dim_aware
-        out_channels = dim // heads if concat else dim
-        self.conv = GATConv(dim, out_channels, heads=heads, concat=concat, dropout=attn_dropout,
+        self.in_dim, self.out_dim = in_dim or dim, dim_out
+        out_channels = dim_out // heads if concat else dim_out
+        self.conv = GATConv(self.in_dim, out_channels, heads=heads, concat=concat, dropout=attn_dropout,
                             edge_dim=dim if edge_dim_aware else None)
 
     def reset_parameters(self) -> None:
@@ -70,6 +78,6 @@ class GATLayer(LocalMP):
         return self.conv(x, edge_index), edge_attr
 
     def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}({self.dim}, heads={self.heads}, "
+        return (f"{self.__class__.__name__}({self._dims_repr()}, heads={self.heads}, "
                 f"attn_dropout={self.attn_dropout}, concat={self.concat}, "
                 f"edge_dim_aware={self.edge_dim_aware})")

@@ -24,6 +24,8 @@ class GCNLayer(LocalMP):
         normalize: add self-loops and apply the symmetric normalisation (``False``: plain sum of
             neighbour messages, no self-loops).
         cached: cache the normalised adjacency of the first call (transductive, one fixed graph).
+        in_dim, out_dim: input/output widths when they differ from ``dim`` (a first or last
+            layer fed raw features / emitting the outputs, as ``MPNNModel(raw_io=True)`` builds).
 
     Shapes:
         x ``[N, d]``, edge_index ``[2, E]``, edge_attr ``[E, d]`` or ``None``
@@ -32,12 +34,13 @@ class GCNLayer(LocalMP):
 
     requires_edge_attr = False
 
-    def __init__(self, dim: int, normalize: bool = True, cached: bool = False) -> None:
+    def __init__(self, dim: int, normalize: bool = True, cached: bool = False,
+                 in_dim: Optional[int] = None, out_dim: Optional[int] = None) -> None:
         super().__init__()
-        self.dim = dim
+        self.dim, self.in_dim, self.out_dim = dim, in_dim or dim, out_dim or dim
         self.normalize = normalize
         self.cached = cached
-        self.conv = GCNConv(dim, dim, normalize=normalize, cached=cached)
+        self.conv = GCNConv(self.in_dim, self.out_dim, normalize=normalize, cached=cached)
 
     def reset_parameters(self) -> None:
         self.conv.reset_parameters()
@@ -47,5 +50,5 @@ class GCNLayer(LocalMP):
         return self.conv(x, edge_index), edge_attr
 
     def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}({self.dim}, normalize={self.normalize}, "
+        return (f"{self.__class__.__name__}({self._dims_repr()}, normalize={self.normalize}, "
                 f"cached={self.cached})")

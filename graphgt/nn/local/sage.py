@@ -31,11 +31,13 @@ class SAGELayer(LocalMP):
 
     requires_edge_attr = False
 
-    def __init__(self, dim: int, aggr: str = "mean") -> None:
+    def __init__(self, dim: int, aggr: str = "mean", in_dim: Optional[int] = None,
+                 out_dim: Optional[int] = None) -> None:
         super().__init__()
         self.dim = dim
         self.aggr = aggr
-        self.conv = SAGEConv(dim, dim, aggr=aggr)
+        self.in_dim, self.out_dim = in_dim or dim, out_dim or dim
+        self.conv = SAGEConv(self.in_dim, self.out_dim, aggr=aggr)
 
     def reset_parameters(self) -> None:
         self.conv.reset_parameters()
@@ -45,4 +47,4 @@ class SAGELayer(LocalMP):
         return self.conv(x, edge_index), edge_attr
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.dim}, aggr={self.aggr!r})"
+        return f"{self.__class__.__name__}({self._dims_repr()}, aggr={self.aggr!r})"

@@ -1,0 +1,96 @@
+"""The ``graphgt`` command line.
+
+``graphgt train <hydra overrides>``   train one model (``--multirun`` for sweeps and seeds)
+``graphgt report <dirs or globs>``    aggregate finished runs the OGB way (mean ± unbiased std)
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+CONFIG_DIR = os.environ.get("GRAPHGT_CONFIG_DIR", str(Path(__file__).resolve().parents[1] / "configs"))
+
+USAGE = """usage: graphgt <command> [args]
+
+commands:
+  train  [overrides...]     train a model, e.g. graphgt train data=cora local=gcn attention=none
+                            (graphgt train --help lists the config groups and their options)
+  report DIR|GLOB [...]     aggregate results.json files: mean and unbiased std of the test score
+                            at the best validation epoch, as a markdown table (--json FILE too)
+"""
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f"graphgt: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _precheck_run_dir(overrides: List[str]) -> None:
+    """Hydra writes ``.hydra/`` into the run dir before our code runs: refuse an old run's dir first."""
+    from graphgt.train.run import check_run_dir
+    from graphgt.config.errors import ConfigError
+
+    for item in overrides:
+        if item.startswith("hydra.run.dir="):
+            run_dir = Path(item.split("=", 1)[1])
+            try:
+                check_run_dir(run_dir)
+            except ConfigError as e:
+                _fail(str(e))
+            if (run_dir / ".hydra").exists():
+                _fail(f"hydra.run.dir={run_dir} holds an earlier run's .hydra/ config; choose a new hydra.run.dir")
+
+
+def _hydra_train() -> Optional[float]:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+    def task(cfg: DictConfig) -> Optional[float]:
+        from graphgt.config.errors import ConfigError
+        from graphgt.train.run import run
+
+        hc = HydraConfig.get()
+        try:
+            results = run(cfg, Path(hc.runtime.output_dir), choices=hc.runtime.choices)
+        except ConfigError as e:
+            _fail(str(e))
+        print(f"{results['dataset']}: best val {results['metric']} {results['best_val']:.4f} at epoch "
+              f"{results['best_epoch']}, test {results['test_at_best_val']:.4f} "
+              f"({results['num_params']} params, {results['duration_s']:.1f} s) -> {hc.runtime.output_dir}")
+        return results["test_at_best_val"]
+
+    return task()
+
+
+def train(argv: List[str]) -> None:
+    _precheck_run_dir(argv)
+    sys.argv = ["graphgt train"] + argv
+    _hydra_train()
+
+
+def report(argv: List[str]) -> None:
+    from graphgt.eval.report import main as report_main
+
+    report_main(argv)
+
+
+COMMANDS = {"train": train, "report": report}
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        _fail(f"unknown command '{argv[0]}'\n{USAGE}")
+    command(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Run loggers: a CSV of every metric per epoch, wandb (offline by default), or nothing."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+
+class Logger:
+    """``start(run_dir, config)``, ``log(epoch, metrics)``, ``finish(results)``; the base logs nothing."""
+
+    def start(self, run_dir: Path, config: Dict[str, Any]) -> None:
+        pass
+
+    def log(self, epoch: int, metrics: Dict[str, float]) -> None:
+        pass
+
+    def finish(self, results: Dict[str, Any]) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class NoLogger(Logger):
+    """``logger=none``: no per-epoch files (results.json is still written by the trainer)."""
+
+
+class CSVLogger(Logger):
+    """Writes ``<run_dir>/<filename>``: one row per epoch, one column per metric, flushed every row."""
+
+    def __init__(self, filename: str = "metrics.csv"):
+        self.filename = filename
+        self._path: Optional[Path] = None
+        self._fields: List[str] = []
+        self._rows: List[Dict[str, float]] = []
+
+    def start(self, run_dir: Path, config: Dict[str, Any]) -> None:
+        self._path = Path(run_dir) / self.filename
+        self._rows, self._fields = [], []
+
+    def log(self, epoch: int, metrics: Dict[str, float]) -> None:
+        row = {"epoch": epoch, **metrics}
+        self._rows.append(row)
+        new_fields = [k for k in row if k not in self._fields]
+        if new_fields or not self._path.exists():
+            self._fields += new_fields
+            self._rewrite()
+        else:
+            with open(self._path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self._fields).writerow(row)
+
+    def _rewrite(self) -> None:
+        tmp = self._path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self._fields)
+            writer.writeheader()
+            writer.writerows(self._rows)
+        os.replace(tmp, self._path)
+
+    def __repr__(self) -> str:
+        return f"CSVLogger({self.filename!r})"
+
+
+class WandbLogger(CSVLogger):
+    """CSV plus Weights & Biases. ``mode='offline'`` (default) needs no account and no network;
+    sync later with ``wandb sync <run_dir>/wandb/offline-run-*``."""
+
+    def __init__(self, project: str = "graphgt", mode: str = "offline", entity: Optional[str] = None,
+                 tags: Optional[List[str]] = None, filename: str = "metrics.csv"):
+        super().__init__(filename)
+        self.project, self.mode, self.entity, self.tags = project, mode, entity, list(tags or [])
+        self._run = None
+
+    def start(self, run_dir: Path, config: Dict[str, Any]) -> None:
+        super().start(run_dir, config)
+        import wandb
+
+        self._run = wandb.init(project=self.project, entity=self.entity, mode=self.mode, dir=str(run_dir),
+                               config=config, tags=self.tags, reinit=True)
+
+    def log(self, epoch: int, metrics: Dict[str, float]) -> None:
+        super().log(epoch, metrics)
+        self._run.log({"epoch": epoch, **metrics}, step=epoch)
+
+    def finish(self, results: Dict[str, Any]) -> None:
+        for key in ("best_val", "test_at_best_val", "best_epoch", "num_params"):
+            self._run.summary[key] = results[key]
+        self._run.finish()
+
+    def __repr__(self) -> str:
+        return f"WandbLogger(project={self.project!r}, mode={self.mode!r})"

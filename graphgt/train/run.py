@@ -1,0 +1,109 @@
+"""One training run from a composed config: validate, build, fit, write ``results.json``.
+
+Order matters: the config is validated and the data is checked on disk before anything is
+computed; the run directory is refused if an earlier run left results there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from graphgt.config.errors import ConfigError
+from graphgt.config.validate import validate_config
+from graphgt.data.base import DataSpec
+from graphgt.nn.model import count_parameters
+
+RESULTS = "results.json"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse a directory that already holds an earlier run's results (never overwrite them)."""
+    if (run_dir / RESULTS).exists() or (run_dir / "metrics.csv").exists():
+        raise ConfigError(f"hydra.run.dir={run_dir} already holds an earlier run's results; "
+                          "choose a new hydra.run.dir (or delete that directory yourself)")
+
+
+def check_compatibility(local_factory, spec: DataSpec, local_choice: str) -> None:
+    """Refuse combinations that cannot work, e.g. an edge-feature layer on a graph without edge features."""
+    target = getattr(local_factory, "func", local_factory)
+    if getattr(target, "requires_edge_attr", False) and not spec.has_edge_attr:
+        raise ConfigError(f"local={local_choice} ({target.__name__}) needs edge features, but dataset "
+                          f"'{spec.name}' has none; choose a layer without edge features "
+                          "(local=gcn, gin, gat or sage)")
+
+
+def _optional(node: Optional[DictConfig]):
+    return instantiate(node) if node else None
+
+
+def run(cfg: DictConfig, run_dir: Path, choices: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+    """Run one training job described by ``cfg`` in ``run_dir``; returns the results dict."""
+    t_start = time.time()
+    run_dir = Path(run_dir)
+    choices = dict(choices or {})
+    validate_config(cfg)
+    check_run_dir(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    data = instantiate(cfg.data)
+    data.check()
+    pe_cfg = cfg.get("pe") or {}
+    pes = {name: instantiate(entry.compute) for name, entry in pe_cfg.items()}
+    local = _optional(cfg.get("local"))
+    attention = _optional(cfg.get("attention"))
+    trainer = instantiate(cfg.trainer)
+    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+
+    seed_everything(cfg.seed)
+    data.setup(list(pes.values()), Path(cfg.cache_dir))
+    if local is not None:
+        check_compatibility(local, data.spec, choices.get("local", "?"))
+    seed_everything(cfg.seed)
+    branches = [(pes[name], instantiate(entry.encoder)) for name, entry in pe_cfg.items()]
+    try:
+        model = instantiate(cfg.model, spec=data.spec, local=local, attention=attention, pe=branches)
+    except ValueError as e:
+        raise ConfigError(f"model: {e}") from None
+    except Exception as e:  # Hydra wraps constructor errors
+        if isinstance(e.__cause__, ValueError):
+            raise ConfigError(f"model: {e.__cause__}") from None
+        raise
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if logger is not None:
+        logger.start(run_dir, resolved)
+    results = trainer.fit(model, data, run_dir, seed=cfg.seed, logger=logger)
+    results.update({
+        "dataset": data.spec.name, "num_params": count_parameters(model), "seed": cfg.seed,
+        "duration_s": time.time() - t_start, "choices": choices, "model_repr": repr(model),
+        "hardware": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                     "torch": torch.__version__, "threads": torch.get_num_threads(),
+                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "config": resolved,
+    })
+    write_json_atomic(results, run_dir / RESULTS)
+    if logger is not None:
+        logger.finish(results)
+    return results

@@ -1,0 +1,61 @@
+"""Bad configs are refused before any compute, with messages that name the key and the fix."""
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from graphgt.config.errors import ConfigError
+from graphgt.config.validate import validate_config
+from tests.conftest import CONFIG_DIR, compose
+
+
+def test_default_config_is_valid():
+    validate_config(compose())
+
+
+def test_unknown_key_names_path_and_valid_keys():
+    cfg = compose(["+attention.hedas=4"])
+    with pytest.raises(ConfigError, match=r"attention\.hedas: unknown key .*valid keys: .*heads"):
+        validate_config(cfg)
+
+
+def test_wrong_type_names_key_and_expected_type():
+    with pytest.raises(ConfigError, match=r"trainer\.max_epochs='ten': expected int"):
+        validate_config(compose(["trainer.max_epochs=ten"]))
+    with pytest.raises(ConfigError, match=r"model\.norm='group': expected .*batch"):
+        validate_config(compose(["model.norm=group"]))
+
+
+def test_injected_key_cannot_be_set_twice():
+    with pytest.raises(ConfigError, match=r"attention\.dim: is set by graphgt"):
+        validate_config(compose(["+attention.dim=32"]))
+
+
+def test_unimportable_target():
+    with pytest.raises(ConfigError, match=r"local\._target_: cannot import 'graphgt.nn.local.GCNLayerr'"):
+        validate_config(compose(["local._target_=graphgt.nn.local.GCNLayerr"]))
+
+
+def test_all_errors_reported_at_once():
+    with pytest.raises(ConfigError) as e:
+        validate_config(compose(["trainer.max_epochs=ten", "+model.hiden=3"]))
+    assert "trainer.max_epochs" in str(e.value) and "model.hiden" in str(e.value)
+
+
+def _group_options():
+    for group in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "experiment"):
+        for option in sorted(group.glob("*.yaml")):
+            yield group.name, option.stem
+
+
+@pytest.mark.parametrize("group,option", list(_group_options()))
+def test_every_group_option_composes_and_validates(group, option):
+    overrides = [f"{group}={option}"]
+    if group == "local" and option == "none":
+        overrides.append("attention=full")
+    validate_config(compose(overrides))
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml")))
+def test_every_experiment_composes_and_validates(experiment):
+    validate_config(compose([f"experiment={experiment}"]))

@@ -16,7 +16,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     $PIP install -q --no-deps "$TORCH_SPEC"
   else
-    $PIP install -q --no-deps --index-url https://download.pytorch.org/whl/cpu "$TORCH_SPEC" \
+    $PIP install -q --no-deps --retries 0 --timeout 10 --index-url https://download.pytorch.org/whl/cpu "$TORCH_SPEC" 2>/dev/null \
       || $PIP install -q --no-deps "$TORCH_SPEC"
   fi
 fi

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import REPO
 
-SMALL = ["data.num_nodes=300", "model.hidden=16", "model.layers=1", "trainer.max_epochs=2", "trainer.progress=false"]
+SMALL = ["data.num_nodes=300", "model.hidden=32", "model.layers=1", "trainer.max_epochs=2", "trainer.progress=false"]
 
 
 def graphgt(*args, cwd=None, env=None):
@@ -26,7 +26,7 @@ def test_train_writes_results_and_refuses_to_overwrite(tmp_path):
     for key in ("metric", "best_val", "test_at_best_val", "best_epoch", "num_params", "seed", "duration_s", "config"):
         assert key in results
     assert results["metric"] == "accuracy" and results["seed"] == 0 and results["num_params"] > 0
-    assert results["config"]["model"]["hidden"] == 16
+    assert results["config"]["model"]["hidden"] == 32
     assert (run_dir / "metrics.csv").read_text().count("\n") == 3  # header + 2 epochs
     assert (run_dir / "best.pt").exists() and (run_dir / "last.pt").exists()
     before = (run_dir / "results.json").read_bytes()

@@ -87,6 +87,12 @@ def _matches(value: Any, annotation: Any) -> bool:
 
 
 def _describe(annotation: Any) -> str:
+    """``int``, ``one of 'batch', 'layer'``, ``int or None``..."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is Union:
+        return " or ".join("None" if a is type(None) else _describe(a) for a in args)
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 

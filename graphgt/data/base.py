@@ -70,13 +70,17 @@ class DataModule:
     """Protocol of data modules (one class per source, built by Hydra from ``configs/data/*.yaml``).
 
     Life cycle: ``check()`` (cheap, before any compute: files present? raises ``ConfigError``),
-    ``setup(pes, cache_dir)`` (load/generate, split, compute and cache positional encodings), then
-    ``spec`` and the three loaders.  Node-level loaders yield batches that carry a boolean
+    ``load(cache_dir) -> DataSpec`` (read or generate the data, so that combinations can be
+    validated against the spec before anything expensive), ``setup(pes, cache_dir)`` (split,
+    compute and cache positional encodings), then ``spec`` and the three loaders.  Node-level loaders yield batches that carry a boolean
     ``loss_mask`` (which node outputs belong to the split); graph-level batches count every graph.
     """
 
     def check(self) -> None:
         """Fail fast (``ConfigError``) when the data cannot be found or the settings are inconsistent."""
+
+    def load(self, cache_dir: Path) -> DataSpec:  # pragma: no cover
+        raise NotImplementedError
 
     def setup(self, pes: Sequence[PositionalEncoding], cache_dir: Path) -> None:  # pragma: no cover
         raise NotImplementedError

@@ -205,6 +205,7 @@ class InMemoryDataModule(DataModule):
         self._spec: Optional[DataSpec] = None
         self._splits: Dict[str, Any] = {}
         self._packed: Dict[str, PackedGraphs] = {}
+        self._prepared: Optional[Prepared] = None
         self.split_indices: Optional[SplitIndices] = None
 
     # ---- for subclasses
@@ -232,11 +233,18 @@ class InMemoryDataModule(DataModule):
         self._check_common()
 
     # ---- the protocol
+    def load(self, cache_dir: Path) -> DataSpec:
+        """Read the dataset (once; cached under ``cache_dir``) and return its spec, before any PE."""
+        if self._prepared is None:
+            self.check()
+            self._prepared = self.prepare(Path(cache_dir))
+        return self._prepared.spec
+
     def setup(self, pes: Sequence[PositionalEncoding], cache_dir: Path) -> None:
         """Load, split, attach the positional encodings (cached under ``cache_dir``), build loaders."""
-        self.check()
         cache_dir = Path(cache_dir)
-        prepared = self.prepare(cache_dir)
+        self.load(cache_dir)
+        prepared = self._prepared
         level: Level = prepared.spec.task.level
         if self.level is not None and level != self.level:
             raise TypeError(f"{type(self).__name__} is a {self.level}-level module but prepared a {level}-level task")

@@ -77,9 +77,10 @@ def run(cfg: DictConfig, run_dir: Path, choices: Optional[Mapping[str, str]] = N
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
 
     seed_everything(cfg.seed)
-    data.setup(list(pes.values()), Path(cfg.cache_dir))
+    spec = data.load(Path(cfg.cache_dir))
     if local is not None:
-        check_compatibility(local, data.spec, choices.get("local", "?"))
+        check_compatibility(local, spec, choices.get("local", "?"))
+    data.setup(list(pes.values()), Path(cfg.cache_dir))
     seed_everything(cfg.seed)
     branches = [(pes[name], instantiate(entry.encoder)) for name, entry in pe_cfg.items()]
     try:

@@ -49,8 +49,12 @@ def compute_cached(graphs: Sequence[Data], pe: PositionalEncoding, cache_dir: Pa
     pe_hash = hashlib.sha256(pe.cache_key().encode()).hexdigest()[:12]
     path = Path(cache_dir) / "pe" / f"{type(pe).__name__}-{fingerprint}-{pe_hash}.pt"
     if path.exists():
-        cached = torch.load(path, weights_only=True)
-        if cached["cache_key"] == pe.cache_key() and len(cached["values"]) == len(graphs):
+        try:
+            cached = torch.load(path, weights_only=True)
+        except Exception:  # unreadable (e.g. written by an incompatible version): recompute
+            cached = None
+        if (isinstance(cached, dict) and cached.get("cache_key") == pe.cache_key()
+                and len(cached.get("values", ())) == len(graphs)):
             return cached["values"]
     values = [pe.compute(g.edge_index, int(g.num_nodes)) for g in graphs]
     _atomic_save({"cache_key": pe.cache_key(), "values": values}, path)

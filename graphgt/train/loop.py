@@ -69,13 +69,20 @@ class Trainer:
         bf16: autocast to bfloat16 on CUDA (ignored on CPU).
         progress: tqdm bars over epochs and (when there is more than one) batches.
         checkpoint: write ``last.pt`` (every epoch) and ``best.pt`` (on improvement) atomically.
+        limit_train_batches: train on at most this many batches per epoch (a compute budget for
+            smoke tests and CPU runs of big configs); evaluation always covers every item of
+            the validation and test splits.
     """
 
     def __init__(self, max_epochs: int = 100, optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
                  scheduler: Optional[WarmupCosine] = None, grad_clip: Optional[float] = 1.0,
-                 device: str = "auto", bf16: bool = True, progress: bool = True, checkpoint: bool = True):
+                 device: str = "auto", bf16: bool = True, progress: bool = True, checkpoint: bool = True,
+                 limit_train_batches: Optional[int] = None):
         if max_epochs < 1:
             raise ValueError(f"trainer.max_epochs must be >= 1, got {max_epochs}")
+        if limit_train_batches is not None and limit_train_batches < 1:
+            raise ValueError(f"trainer.limit_train_batches must be >= 1 or null, got {limit_train_batches}")
+        self.limit_train_batches = limit_train_batches
         self.max_epochs = max_epochs
         self.optimizer = optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-3))
         self.scheduler = scheduler
@@ -108,6 +115,8 @@ class Trainer:
         loss_fn = LOSSES[task.kind]
         preds, targets, total, count = [], [], 0.0, 0
         for step, batch in enumerate(self._bar(loader, f"epoch {epoch} train")):
+            if self.limit_train_batches is not None and step >= self.limit_train_batches:
+                break
             batch = batch.to(self.device)
             with self._autocast():
                 out = model(batch)
@@ -163,6 +172,8 @@ class Trainer:
         optimizer = self.optimizer(model.parameters())
         train_loader = data.train_loader(seed)
         steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else 1
+        if self.limit_train_batches is not None:
+            steps_per_epoch = min(steps_per_epoch, self.limit_train_batches)
         scheduler = self.scheduler.build(optimizer, steps_per_epoch, self.max_epochs) if self.scheduler else None
         sign = 1.0 if task.metric.higher_is_better else -1.0
         best = {"epoch": 0, "val": float("nan"), "test": float("nan"), "score": -float("inf")}

@@ -49,3 +49,21 @@ def test_warmup_cosine_schedule():
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[10] == pytest.approx(1.0) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert lrs[-1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 39 / 40)))
+
+
+def test_limit_train_batches_budget(tmp_path):
+    """Training stops after the budget; the run still evaluates whole splits."""
+    cfg, choices = compose_with_choices(["data=pyg-fake", "local=gin", "pe=none", "model.hidden=16",
+                                         "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                                         "trainer.progress=false", "logger=none", "trainer.checkpoint=false"])
+    from graphgt.train import loop
+
+    seen = []
+    original = loop.select
+    loop.select = lambda out, batch: (seen.append(batch.num_graphs), original(out, batch))[1]
+    try:
+        r = run(cfg, tmp_path / "run", choices)
+    finally:
+        loop.select = original
+    # 2 training batches of 32 graphs, then every val (20) and test (20) graph of FakeDataset(200)
+    assert seen == [32, 32, 20, 20] and r["epochs"] == 1

@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
@@ -54,8 +55,29 @@ def check_compatibility(local_factory, spec: DataSpec, local_choice: str) -> Non
                           "(local=gcn, gin, gat or sage)")
 
 
-def _optional(node: Optional[DictConfig]):
-    return instantiate(node) if node else None
+def _optional_pe(entry: DictConfig, name: str) -> bool:
+    """Is ``pe.<name>`` a real encoding (``compute._target_`` set), or a preset's leftover?"""
+    if entry.get("compute") and "_target_" in entry.compute:
+        return True
+    print(f"graphgt: pe: ignoring pe.{name} (no compute._target_; left by a preset after pe=none)",
+          file=sys.stderr)
+    return False
+
+
+def _optional(node: Optional[DictConfig], group: str):
+    """The group's object, or None for ``<group>=none``.
+
+    Presets set options of a group (``attention.heads``) that remain in the config when the user
+    then turns the group off (``experiment=X attention=none``, the usual ablation): such a node
+    has keys but no ``_target_``; it means "none", and the ignored keys are named.
+    """
+    if not node:
+        return None
+    if "_target_" not in node:
+        print(f"graphgt: {group}=none: ignoring {', '.join(f'{group}.{k}' for k in node)} "
+              "(set by a preset for the component that was turned off)", file=sys.stderr)
+        return None
+    return instantiate(node)
 
 
 def run(cfg: DictConfig, run_dir: Path, choices: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
@@ -69,10 +91,11 @@ def run(cfg: DictConfig, run_dir: Path, choices: Optional[Mapping[str, str]] = N
 
     data = instantiate(cfg.data)
     data.check()
-    pe_cfg = cfg.get("pe") or {}
+    pe_cfg = {name: entry for name, entry in (cfg.get("pe") or {}).items()
+              if _optional_pe(entry, name)}
     pes = {name: instantiate(entry.compute) for name, entry in pe_cfg.items()}
-    local = _optional(cfg.get("local"))
-    attention = _optional(cfg.get("attention"))
+    local = _optional(cfg.get("local"), "local")
+    attention = _optional(cfg.get("attention"), "attention")
     trainer = instantiate(cfg.trainer)
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
 

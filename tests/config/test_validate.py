@@ -59,3 +59,18 @@ def test_every_group_option_composes_and_validates(group, option):
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml")))
 def test_every_experiment_composes_and_validates(experiment):
     validate_config(compose([f"experiment={experiment}"]))
+
+
+def test_ablation_of_a_preset_turns_groups_off(tmp_path, capsys):
+    """experiment=X attention=none / pe=none: the preset's leftover keys are ignored, loudly."""
+    from graphgt.train.run import run
+    from tests.conftest import compose_with_choices
+
+    cfg, choices = compose_with_choices(["experiment=peptides-func-gps", "attention=none", "pe=none", "data=synthetic",
+                                         "local=gcn", "data.num_nodes=200", "model.hidden=16", "model.layers=1",
+                                         "trainer.max_epochs=1", "trainer.progress=false", "logger=none"])
+    validate_config(cfg)
+    results = run(cfg, tmp_path / "r", choices)
+    err = capsys.readouterr().err
+    assert "ignoring attention.heads, attention.dropout" in err and "ignoring pe.lap" in err
+    assert "attention=None" in results["model_repr"] and results["config"]["model"]["hidden"] == 16

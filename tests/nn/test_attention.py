@@ -254,3 +254,26 @@ def test_performer_seeds_reproduce():
         projs.append(perf.projection.clone())
     assert torch.equal(outs[0], outs[1]) and torch.equal(projs[0], projs[1])
     assert not torch.equal(projs[0], projs[2])
+
+
+def test_byte_dropout_mask_rate_unbiased_and_seeded():
+    from graphgt.nn.attention.base import AttentionContext
+    from graphgt.nn.attention.full import byte_dropout_keep
+
+    for p in (0.1, 0.5, 0.3):
+        keep, scale = byte_dropout_keep(torch.Size([400, 500]), p, torch.device("cpu"))
+        expected_keep = 1 - round(256 * p) / 256
+        assert abs(keep.float().mean().item() - expected_keep) < 0.005
+        assert scale == pytest.approx(1 / expected_keep)
+    torch.manual_seed(0)
+    a = byte_dropout_keep(torch.Size([64, 64]), 0.5, torch.device("cpu"))[0]
+    torch.manual_seed(0)
+    assert torch.equal(a, byte_dropout_keep(torch.Size([64, 64]), 0.5, torch.device("cpu"))[0])
+    # dropout on the attention weights is unbiased: the mean of many training outputs -> eval output
+    torch.manual_seed(0)
+    attn = FullAttention(16, heads=2, dropout=0.5)
+    x, batch = torch.randn(12, 16), torch.tensor([0] * 5 + [1] * 7)
+    ctx = AttentionContext(batch, 2)
+    with torch.no_grad():
+        mean = torch.stack([attn.train()(x, ctx) for _ in range(2000)]).mean(0)
+        assert torch.allclose(mean, attn.eval()(x, ctx), atol=0.03)

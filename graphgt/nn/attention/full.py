@@ -1,11 +1,30 @@
 """Exact multi-head softmax attention restricted to each graph of a mini-batch."""
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
 
 from graphgt.nn.attention.base import AttentionContext, GlobalAttention
+
+
+def byte_dropout_keep(shape: torch.Size, p: float, device: torch.device) -> tuple[Tensor, float]:
+    """A keep-mask for dropout from 8 random bits per element, and the rescale factor.
+
+    CPU dropout draws one random number per element through ``bernoulli_``; on an attention
+    matrix that costs more than the attention itself. Here 56-bit random integers are cut into 7
+    bytes each, and an element is kept when its byte is at least ``round(256 p)``: the drop
+    probability is ``p`` rounded to a multiple of 1/256 (exact for 0.5, 0.25...). Uses the global
+    torch RNG, so seeds reproduce. Returns ``(keep: bool[shape], 1 / (1 - p_effective))``.
+    """
+    n = math.prod(shape)
+    threshold = round(p * 256)
+    words = torch.randint(0, 1 << 56, ((n + 6) // 7,), dtype=torch.int64, device=device)
+    bits = words.view(torch.uint8).view(-1, 8)[:, :7].reshape(-1)[:n].view(shape)
+    return bits >= threshold, 256.0 / (256 - threshold)
 
 
 class FullAttention(GlobalAttention):
@@ -29,7 +48,8 @@ class FullAttention(GlobalAttention):
     Args:
         dim: model width ``d``.
         heads: number of heads ``H`` (must divide ``dim``).
-        dropout: dropout on the attention weights (training only).
+        dropout: dropout on the attention weights (training only; the drop probability is
+            rounded to a multiple of 1/256, see :func:`byte_dropout_keep`).
         bias: use biases in the input and output projections.
 
     Shapes:
@@ -67,8 +87,16 @@ class FullAttention(GlobalAttention):
         qkv = self.in_proj(x).view(B, L, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)              # each [B, H, L, dh]
         attn_mask = None if key_mask is None else key_mask[:, None, None, :]  # [B, 1, 1, L]
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        if self.training and self.dropout > 0:
+            # explicit softmax + byte-mask dropout: the fused kernel's dropout is the slow part on CPU
+            scores = (q @ k.transpose(-1, -2)) * self.head_dim ** -0.5        # [B, H, L, L]
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            keep, scale = byte_dropout_keep(scores.shape, self.dropout, scores.device)
+            probs = torch.where(keep, scores.softmax(-1) * scale, 0.0)
+            out = probs @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.out_proj(out.transpose(1, 2).reshape(B, L, self.dim))
 
     def forward(self, x: Tensor, ctx: AttentionContext) -> Tensor:

@@ -56,7 +56,13 @@ def compute_cached(graphs: Sequence[Data], pe: PositionalEncoding, cache_dir: Pa
         if (isinstance(cached, dict) and cached.get("cache_key") == pe.cache_key()
                 and len(cached.get("values", ())) == len(graphs)):
             return cached["values"]
-    values = [pe.compute(g.edge_index, int(g.num_nodes)) for g in graphs]
+    threads = torch.get_num_threads()
+    try:
+        values = [pe.compute(g.edge_index, int(g.num_nodes)) for g in graphs]
+    finally:
+        # numba's OpenMP layer (RWSE kernels) resets torch's thread count when it starts: a run
+        # must train with the same threads whether or not its encodings were cached
+        torch.set_num_threads(threads)
     _atomic_save({"cache_key": pe.cache_key(), "values": values}, path)
     return values
 

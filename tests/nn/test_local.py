@@ -149,7 +149,7 @@ def test_gin_and_gine_match_formula():
     torch.testing.assert_close(gin(x, edge_index)[0], gin.conv.nn(1.3 * x + agg))
 
     gine = GINELayer(DIM)
-    msg = torch.relu(x[edge_index[0]] + gine.conv.lin(edge_attr))
+    msg = torch.relu(x[edge_index[0]] + edge_attr)  # GINE: ReLU(x_j + e_ij), no edge projection
     agg = torch.zeros_like(x).index_add_(0, edge_index[1], msg)
     torch.testing.assert_close(gine(x, edge_index, edge_attr)[0], gine.conv.nn(x + agg))
 

@@ -93,3 +93,22 @@ def test_unreadable_cache_file_is_recomputed(tmp_path):
     out = attach_pes(graphs(), [Counting(steps=4)], tmp_path)
     assert Counting.calls == 4 and out[0].rwse.shape == (12, 4)
     assert torch.load(path, weights_only=True)["cache_key"] == Counting(steps=4).cache_key()
+
+
+def test_computing_encodings_keeps_torch_thread_count(tmp_path):
+    """numba's threading layer must not change how many threads the run trains with."""
+    import torch
+    from torch_geometric.data import Data
+
+    from graphgt.pe import RandomWalkSE, attach_pes
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ring = torch.arange(50)
+        g = Data(edge_index=torch.stack([torch.cat([ring, (ring + 1) % 50]), torch.cat([(ring + 1) % 50, ring])]),
+                 num_nodes=50)
+        attach_pes([g], [RandomWalkSE(steps=4)], tmp_path)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

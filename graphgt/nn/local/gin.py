@@ -54,7 +54,8 @@ class GINLayer(LocalMP):
 
 class GINELayer(LocalMP):
     r"""GIN with edge features (GINE) of Hu et al., "Strategies for Pre-training Graph Neural
-    Networks" (ICLR 2020), a thin adapter around PyG's ``GINEConv(edge_dim=dim)``.
+    Networks" (ICLR 2020), a thin adapter around PyG's ``GINEConv``
+    (edge features arrive already ``dim`` wide from the edge encoder, so no extra edge projection).
 
     .. math::
         \mathbf{x}'_i = \mathrm{MLP}\Big((1 + \epsilon)\,\mathbf{x}_i
@@ -78,7 +79,7 @@ class GINELayer(LocalMP):
         super().__init__()
         self.dim = dim
         self.train_eps = train_eps
-        self.conv = GINEConv(_mlp(dim), train_eps=train_eps, edge_dim=dim)
+        self.conv = GINEConv(_mlp(dim), train_eps=train_eps)
 
     def reset_parameters(self) -> None:
         self.conv.reset_parameters()

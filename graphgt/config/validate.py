@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import typing
-from typing import Any, Dict, List, Literal, Mapping, Optional, Set, Union
+from typing import Any, Dict, List, Literal, Mapping, Set, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 

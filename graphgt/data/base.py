@@ -5,9 +5,9 @@ how to split it, how its raw features are embedded, which loss and metric apply)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, List, Literal, Optional, Sequence
+from typing import Callable, Iterable, Literal, Optional, Sequence
 
 from torch import nn
 

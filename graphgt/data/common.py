@@ -86,20 +86,6 @@ def writable_copy(src: Path, cache_dir: Path, rel: str, exclude: Sequence[str] =
     return dst
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file next to ``path``, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def require_paths(paths: Sequence[Path], what: str, fix: str) -> None:
     """Raise :class:`ConfigError` naming the first missing path, the ``data.root`` key and ``fix``."""
     for p in paths:

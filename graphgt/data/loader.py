@@ -15,7 +15,7 @@ Edge indices are stored relative to their graph, so re-basing them is one additi
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor

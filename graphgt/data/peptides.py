@@ -22,7 +22,8 @@ from torch_geometric.data import Data
 
 from graphgt.config.errors import ConfigError
 from graphgt.data.base import DataSpec, Task
-from graphgt.data.common import GraphDataModule, Prepared, atomic_save, require_paths
+from graphgt.data.common import GraphDataModule, Prepared, require_paths
+from graphgt.io import atomic_save
 from graphgt.data.splits import IndexFileSplit
 from graphgt.eval.metrics import AveragePrecision
 from graphgt.nn.encoders import CategoricalEncoder, atom_cardinalities, bond_cardinalities

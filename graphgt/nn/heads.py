@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Literal
 
-import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 

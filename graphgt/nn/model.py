@@ -10,7 +10,7 @@ embedded and what the head predicts; ``local`` / ``attention`` are factories ``d
 """
 from __future__ import annotations
 
-from typing import Callable, List, Literal, Optional, Sequence, Tuple
+from typing import Callable, Literal, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn

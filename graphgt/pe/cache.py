@@ -9,8 +9,6 @@ half-written cache behind.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -18,6 +16,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from graphgt.io import atomic_save
 from graphgt.pe.base import PositionalEncoding
 
 
@@ -28,18 +27,6 @@ def graphs_fingerprint(graphs: Sequence[Data]) -> str:
         h.update(int(g.num_nodes).to_bytes(8, "little"))
         h.update(g.edge_index.to(torch.int64).contiguous().numpy().tobytes())
     return h.hexdigest()[:20]
-
-
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def compute_cached(graphs: Sequence[Data], pe: PositionalEncoding, cache_dir: Path,
@@ -63,7 +50,7 @@ def compute_cached(graphs: Sequence[Data], pe: PositionalEncoding, cache_dir: Pa
         # numba's OpenMP layer (RWSE kernels) resets torch's thread count when it starts: a run
         # must train with the same threads whether or not its encodings were cached
         torch.set_num_threads(threads)
-    _atomic_save({"cache_key": pe.cache_key(), "values": values}, path)
+    atomic_save({"cache_key": pe.cache_key(), "values": values}, path)
     return values
 
 

@@ -8,8 +8,6 @@ from the batches themselves (``loss_mask`` marks the nodes of node-level batches
 from __future__ import annotations
 
 import contextlib
-import copy
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from graphgt.data.base import DataModule, Task
+from graphgt.io import atomic_save
 from graphgt.train.logging import Logger, NoLogger
 from graphgt.train.losses import LOSSES
 from graphgt.train.optim import WarmupCosine
@@ -42,12 +41,6 @@ def select(out: Tensor, batch) -> Tuple[Tensor, Tensor]:
     if mask is not None:
         out, y = out[mask], y[mask]
     return out, y
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -187,13 +180,13 @@ class Trainer:
             if sign * val.metric > best["score"]:
                 best = {"epoch": epoch, "val": val.metric, "test": test.metric, "score": sign * val.metric}
                 if self.checkpoint:
-                    atomic_torch_save({"model": model.state_dict(), "epoch": epoch}, run_dir / "best.pt")
+                    atomic_save({"model": model.state_dict(), "epoch": epoch}, run_dir / "best.pt")
             logger.log(epoch, {"train_loss": train.loss, f"train_{task.metric.name}": train.metric,
                                "val_loss": val.loss, f"val_{task.metric.name}": val.metric,
                                "test_loss": test.loss, f"test_{task.metric.name}": test.metric,
                                "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": epoch_times[-1]})
             if self.checkpoint:
-                atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                    "scheduler": scheduler.state_dict() if scheduler else None,
                                    "epoch": epoch, "best": best}, run_dir / "last.pt")
         return {"metric": task.metric.name, "higher_is_better": task.metric.higher_is_better,

@@ -5,8 +5,6 @@ computed; the run directory is refused if an earlier run left results there.
 """
 from __future__ import annotations
 
-import json
-import os
 import platform
 import random
 import sys
@@ -22,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from graphgt.config.errors import ConfigError
 from graphgt.config.validate import validate_config
 from graphgt.data.base import DataSpec
+from graphgt.io import atomic_write_json
 from graphgt.nn.model import count_parameters
 
 RESULTS = "results.json"
@@ -31,12 +30,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def write_json_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -127,7 +120,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: Optional[Mapping[str, str]] = N
                      "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "config": resolved,
     })
-    write_json_atomic(results, run_dir / RESULTS)
+    atomic_write_json(results, run_dir / RESULTS)
     if logger is not None:
         logger.finish(results)
     return results

@@ -76,7 +76,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         attach_pes(graphs(), [Counting(steps=7)], tmp_path)   # a new file: interrupted
     with pytest.raises(KeyboardInterrupt):
-        cache_mod._atomic_save({"x": 1}, path)                # overwriting: interrupted
+        cache_mod.atomic_save({"x": 1}, path)                # overwriting: interrupted
     assert cache_files(tmp_path) == [path.name]                 # no partial file, no temporary left
     assert path.read_bytes() == good                             # the old cache is intact
     monkeypatch.setattr(cache_mod.torch, "save", real_save)

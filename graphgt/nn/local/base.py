@@ -38,3 +38,18 @@ class LocalMP(nn.Module):
 
     def reset_parameters(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class ConvAdapter(LocalMP):
+    """A :class:`LocalMP` around one PyG convolution ``self.conv(x, edge_index)`` that leaves
+    edge features untouched (GCN, GIN, SAGE, GAT): subclasses only build ``self.conv``."""
+
+    conv: nn.Module
+
+    def reset_parameters(self) -> None:
+        self.conv.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor] = None
+                ) -> Tuple[Tensor, Optional[Tensor]]:
+        return self.conv(x, edge_index), edge_attr
+

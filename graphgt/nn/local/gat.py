@@ -6,10 +6,10 @@ from typing import Optional, Tuple
 from torch import Tensor
 from torch_geometric.nn import GATConv
 
-from graphgt.nn.local.base import LocalMP
+from graphgt.nn.local.base import ConvAdapter
 
 
-class GATLayer(LocalMP):
+class GATLayer(ConvAdapter):
     r"""Graph attention layer of Veličković et al., "Graph Attention Networks" (ICLR 2018), a
     thin adapter around PyG's ``GATConv``.
 
@@ -67,9 +67,6 @@ class GATLayer(LocalMP):
         out_channels = dim_out // heads if concat else dim_out
         self.conv = GATConv(self.in_dim, out_channels, heads=heads, concat=concat, dropout=attn_dropout,
                             edge_dim=dim if edge_dim_aware else None)
-
-    def reset_parameters(self) -> None:
-        self.conv.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor] = None
                 ) -> Tuple[Tensor, Optional[Tensor]]:

@@ -1,15 +1,14 @@
 """GCN (Kipf & Welling, 2017) as a :class:`LocalMP`."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
-from torch import Tensor
 from torch_geometric.nn import GCNConv
 
-from graphgt.nn.local.base import LocalMP
+from graphgt.nn.local.base import ConvAdapter
 
 
-class GCNLayer(LocalMP):
+class GCNLayer(ConvAdapter):
     r"""Graph convolution of Kipf & Welling, "Semi-Supervised Classification with Graph
     Convolutional Networks" (ICLR 2017), a thin adapter around PyG's ``GCNConv(dim, dim)``.
 
@@ -41,13 +40,6 @@ class GCNLayer(LocalMP):
         self.normalize = normalize
         self.cached = cached
         self.conv = GCNConv(self.in_dim, self.out_dim, normalize=normalize, cached=cached)
-
-    def reset_parameters(self) -> None:
-        self.conv.reset_parameters()
-
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor] = None
-                ) -> Tuple[Tensor, Optional[Tensor]]:
-        return self.conv(x, edge_index), edge_attr
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self._dims_repr()}, normalize={self.normalize}, "

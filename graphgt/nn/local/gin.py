@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 from torch import Tensor, nn
 from torch_geometric.nn import GINConv, GINEConv
 
-from graphgt.nn.local.base import LocalMP
+from graphgt.nn.local.base import ConvAdapter, LocalMP
 
 
 def _mlp(dim: int) -> nn.Sequential:
@@ -14,7 +14,7 @@ def _mlp(dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
 
 
-class GINLayer(LocalMP):
+class GINLayer(ConvAdapter):
     r"""Graph isomorphism network layer of Xu et al., "How Powerful are Graph Neural Networks?"
     (ICLR 2019), a thin adapter around PyG's ``GINConv`` with a Linear-ReLU-Linear MLP.
 
@@ -40,13 +40,6 @@ class GINLayer(LocalMP):
         self.dim = dim
         self.train_eps = train_eps
         self.conv = GINConv(_mlp(dim), train_eps=train_eps)
-
-    def reset_parameters(self) -> None:
-        self.conv.reset_parameters()
-
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor] = None
-                ) -> Tuple[Tensor, Optional[Tensor]]:
-        return self.conv(x, edge_index), edge_attr
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.dim}, train_eps={self.train_eps})"

@@ -1,15 +1,14 @@
 """GraphSAGE (Hamilton et al., 2017) as a :class:`LocalMP`."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
-from torch import Tensor
 from torch_geometric.nn import SAGEConv
 
-from graphgt.nn.local.base import LocalMP
+from graphgt.nn.local.base import ConvAdapter
 
 
-class SAGELayer(LocalMP):
+class SAGELayer(ConvAdapter):
     r"""GraphSAGE layer of Hamilton et al., "Inductive Representation Learning on Large Graphs"
     (NeurIPS 2017), a thin adapter around PyG's ``SAGEConv(dim, dim, aggr=aggr)``.
 
@@ -38,13 +37,6 @@ class SAGELayer(LocalMP):
         self.aggr = aggr
         self.in_dim, self.out_dim = in_dim or dim, out_dim or dim
         self.conv = SAGEConv(self.in_dim, self.out_dim, aggr=aggr)
-
-    def reset_parameters(self) -> None:
-        self.conv.reset_parameters()
-
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor] = None
-                ) -> Tuple[Tensor, Optional[Tensor]]:
-        return self.conv(x, edge_index), edge_attr
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self._dims_repr()}, aggr={self.aggr!r})"

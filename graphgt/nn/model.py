@@ -99,10 +99,7 @@ class GPSModel(nn.Module):
         self.head = HEADS[self.level](hidden, spec.task.num_outputs, head_layers, head_dropout, **head_kwargs)
 
     def reset_parameters(self) -> None:
-        self.encoder.reset_parameters()
-        for layer in self.layers:
-            layer.reset_parameters()
-        self.head.reset_parameters()
+        reset_submodules(self)
 
     def forward(self, data) -> Tensor:
         x, edge_attr = self.encoder(data)
@@ -173,10 +170,7 @@ class MPNNModel(nn.Module):
         self.input_dropout = nn.Dropout(input_dropout)
 
     def reset_parameters(self) -> None:
-        self.encoder.reset_parameters()
-        for layer in self.layers:
-            layer.reset_parameters()
-        self.head.reset_parameters()
+        reset_submodules(self)
 
     def forward(self, data) -> Tensor:
         if self.raw_io:
@@ -198,6 +192,15 @@ class MPNNModel(nn.Module):
         head = "raw_io" if self.raw_io else repr(self.head)
         return (f"{type(self).__name__}(hidden={self.hidden}, layers={len(self.layers)}, "
                 f"local={self.layers[0]!r}, act={self.act_name!r}, head={head})")
+
+
+def reset_submodules(module: nn.Module) -> None:
+    """Call ``reset_parameters()`` of every child that has one (looking inside containers)."""
+    for child in module.children():
+        if hasattr(child, "reset_parameters"):
+            child.reset_parameters()
+        else:
+            reset_submodules(child)
 
 
 def count_parameters(model: nn.Module) -> int:

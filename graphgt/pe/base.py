@@ -10,7 +10,20 @@ from __future__ import annotations
 
 from typing import Dict, Tuple
 
+import numpy as np
+import torch
 from torch import Tensor
+
+
+def edge_index_numpy(edge_index: Tensor, num_nodes: int) -> np.ndarray:
+    """``edge_index`` as an int64 numpy ``[2, E]`` array, checked against ``num_nodes``."""
+    ei = edge_index.detach().to("cpu", torch.int64).numpy()
+    if ei.ndim != 2 or ei.shape[0] != 2:
+        raise ValueError(f"edge_index must have shape [2, E], got {tuple(ei.shape)}")
+    if ei.size and (ei.min() < 0 or ei.max() >= num_nodes):
+        raise ValueError(f"edge_index holds node ids outside [0, num_nodes={num_nodes}); "
+                         "pass the graph's true num_nodes")
+    return ei
 
 
 class PositionalEncoding:

@@ -53,7 +53,7 @@ import torch
 from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
-from graphgt.pe.base import PositionalEncoding
+from graphgt.pe.base import PositionalEncoding, edge_index_numpy
 
 _NORMALIZATIONS = ("sym", "rw")
 
@@ -72,12 +72,7 @@ def _single_threaded_blas():
 
 def undirected_adjacency(edge_index: Tensor, num_nodes: int) -> sp.csr_matrix:
     """Binary symmetric adjacency without self loops, CSR float64 ``[N, N]``."""
-    ei = edge_index.detach().to("cpu", torch.int64).numpy()
-    if ei.ndim != 2 or ei.shape[0] != 2:
-        raise ValueError(f"edge_index must have shape [2, E], got {tuple(ei.shape)}")
-    if ei.size and (ei.min() < 0 or ei.max() >= num_nodes):
-        raise ValueError(f"edge_index holds node ids outside [0, num_nodes={num_nodes}); "
-                         "pass the graph's true num_nodes")
+    ei = edge_index_numpy(edge_index, num_nodes)
     keep = ei[0] != ei[1]
     row = np.concatenate([ei[0, keep], ei[1, keep]])
     col = np.concatenate([ei[1, keep], ei[0, keep]])

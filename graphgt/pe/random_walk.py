@@ -57,19 +57,14 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from graphgt.pe.base import PositionalEncoding
+from graphgt.pe.base import PositionalEncoding, edge_index_numpy
 
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def adjacency_matrix(edge_index: Tensor, num_nodes: int, dtype=np.float64) -> sp.csr_matrix:
     """``A[i, j]`` = number of edges ``i -> j`` (duplicates summed, self loops kept), CSR ``[N, N]``."""
-    ei = edge_index.detach().to("cpu", torch.int64).numpy()
-    if ei.ndim != 2 or ei.shape[0] != 2:
-        raise ValueError(f"edge_index must have shape [2, E], got {tuple(ei.shape)}")
-    if ei.size and (ei.min() < 0 or ei.max() >= num_nodes):
-        raise ValueError(f"edge_index holds node ids outside [0, num_nodes={num_nodes}); "
-                         "pass the graph's true num_nodes")
+    ei = edge_index_numpy(edge_index, num_nodes)
     data = np.ones(ei.shape[1], dtype=dtype)
     adj = sp.csr_matrix((data, (ei[0], ei[1])), shape=(num_nodes, num_nodes))
     adj.sum_duplicates()

@@ -105,3 +105,15 @@ def test_mpnn_raw_io_is_the_published_two_layer_gcn():
         MPNNModel(s, local=partial(GINELayer), raw_io=True)
     with pytest.raises(ValueError, match="float node features"):
         MPNNModel(spec("node", edge=False), local=partial(GCNLayer), raw_io=True)
+
+
+def test_reset_parameters_reinitialises_every_model_kind():
+    s = spec("node", edge=False, outputs=3)
+    s.node_feature_dim = 5
+    for model in (GPSModel(spec(), hidden=16, local=partial(GINELayer), attention=partial(FullAttention)),
+                  MPNNModel(s, hidden=16, local=partial(GCNLayer), raw_io=True)):
+        before = [p.detach().clone() for p in model.parameters()]
+        torch.manual_seed(123)
+        model.reset_parameters()
+        changed = [not torch.equal(a, b) for a, b in zip(before, model.parameters()) if a.numel() > 1 and a.std() > 0]
+        assert changed and all(changed)

@@ -2,7 +2,7 @@
 # Re-run the experiments behind the figures in docs/reproducing.md and docs/benchmarks.md.
 #   bash scripts/reproduce.sh <what> [DATA_ROOT] [OUT]
 # <what>: cora | graph-ablation | peptides | bench-pe | bench-train | bench-sampler | bench-pe-large |
-#         products-train | bench-papers | all
+#         products-train | bench-attention | attention-cora | attention-products | bench-papers | all
 # The large-graph targets write their stores under BENCH_DATA (default /tmp/graphgt-bench, outside the
 # repository; ~2 GB for products, ~45 GB for papers100M at full size: check df -h first).
 # DATA_ROOT holds the datasets laid out as in data/README.md (default ../shared/data);
@@ -35,7 +35,11 @@ case $WHAT in
     $PY bench/pe_scaling.py --json "$OUT/bench_pe.json" ;;&
   bench-train|all)
     $PY bench/train_throughput.py --json "$OUT/bench_train.json" ;;&
-  bench-sampler|bench-pe-large|products-train|all)
+  bench-attention|all)
+    $PY bench/attention_scaling.py --json "$OUT/bench_attention.json" --plot "$OUT/attention_scaling.png" ;;&
+  attention-cora|all)
+    GRAPHGT_DATA_ROOT="$ROOT" $PY scripts/attention_study.py cora --out "$OUT/attention-cora" ;;&
+  bench-sampler|bench-pe-large|products-train|attention-products|all)
     [ -f "$PRODUCTS/meta.json" ] || \
       $PY scripts/build_synthetic.py products --out "$PRODUCTS" --json "$OUT/build_products.json" ;;&
   bench-sampler|all)
@@ -49,9 +53,13 @@ case $WHAT in
         trainer.max_epochs=${PRODUCTS_EPOCHS:-2} trainer.limit_train_batches=${PRODUCTS_BATCHES:-40} trainer.evaluate_test=false \
         trainer.progress=false hydra.run.dir="$OUT/products-synth-$model"
     done ;;&
+  attention-products|all)
+    $PY scripts/attention_study.py products-synth --out "$OUT/attention-products" --store-root "$BENCH_DATA" \
+      --parallel 1 --epochs 1 --train-batches 30 --largegt-extra data.eval_batch_size=1024 \
+      --gps-extra data.batch_size=512 "data.sampler.fanouts=[10,5]" data.eval_batch_size=2048 ;;&
   bench-papers|all)
     $PY bench/papers100m.py --root "$BENCH_DATA" --fraction ${PAPERS_FRACTION:-1.0} --batches 8 --train-only \
       --json "$OUT/bench_papers100m.json" ;;
-  cora|graph-ablation|peptides|bench-pe|bench-train|bench-sampler|bench-pe-large|products-train|bench-papers) ;;
+  cora|graph-ablation|peptides|bench-pe|bench-train|bench-sampler|bench-pe-large|products-train|bench-attention|attention-cora|attention-products|bench-papers) ;;
   *) echo "unknown target '$WHAT' (see the header of this script)" >&2; exit 2 ;;
 esac

@@ -139,6 +139,56 @@ class OGBNodeSource(StoreSource):
         ogb_node.prepare_ogb_node(self.name, Path(self.root), store_path=Path(path), download=self.download)
 
 
+class InMemorySource(StoreSource):
+    """The graph of an in-memory node-level data module (e.g. Planetoid Cora) written as a store, so
+    that the store-based samplers and models (LargeGT's token sampler) run on it.
+
+    The module is loaded and split exactly as when it is trained on directly (same split indices),
+    then its graph (``edge_index`` made symmetric and deduplicated), float features, labels and splits
+    are written.
+
+    Args:
+        module: a node-level :class:`~graphgt.data.common.NodeDataModule` (a nested Hydra node).
+        name: short name; the store directory is ``<name>-<digest of the module's parameters>``.
+        cache_dir: where the module keeps its processed files (the run's ``cache_dir``).
+    """
+
+    def __init__(self, module: Any, name: str, cache_dir: str):
+        self.module, self.name, self.cache_dir = module, str(name), str(cache_dir)
+
+    def key(self) -> str:
+        import hashlib
+
+        return f"{self.name}-{hashlib.sha1(repr(self.module).encode()).hexdigest()[:10]}"
+
+    def check(self, path: Path) -> None:
+        if not GraphStore.exists(path):
+            self.module.check()
+
+    def build(self, path: Path) -> None:
+        import torch
+        from torch_geometric.utils import coalesce, to_undirected
+
+        from graphgt.data.store import csr_from_edges, write_store
+
+        self.module.setup([], Path(self.cache_dir))
+        spec = self.module.spec
+        if spec.task.level != "node" or spec.node_feature_dim is None:
+            raise ConfigError(f"data.source.module: {type(self.module).__name__} is not a node-level dataset with "
+                              "float node features; InMemorySource needs one (e.g. data=cora)")
+        graph = self.module._prepared.graphs[0]
+        n = int(graph.num_nodes)
+        edge_index = coalesce(to_undirected(graph.edge_index, num_nodes=n), num_nodes=n)
+        edge_index = edge_index[:, edge_index[0] != edge_index[1]]
+        indptr, indices = csr_from_edges(edge_index[0].numpy(), edge_index[1].numpy(), n)
+        x = graph.x.to(torch.float32).numpy()
+        y = graph.y.numpy().astype(np.float32 if graph.y.is_floating_point() else np.int64)
+        splits = {name: part.numpy() for name, part in zip(("train", "val", "test"), self.module.split_indices)}
+        task = {"kind": spec.task.kind, "num_outputs": spec.task.num_outputs,
+                "metric": "accuracy" if spec.task.kind == "multiclass" else "rocauc"}
+        write_store(path, self.name, n, indptr, indices, x=x, y=y, splits=splits, task=task)
+
+
 # ------------------------------------------------------------------------------------------- module
 
 
@@ -176,12 +226,16 @@ class StoreNodeData(DataModule):
         release_every: drop the store's mapped pages from RSS every this many batches (0: never;
             for stores larger than RAM, e.g. papers100M).
         rank, world_size: this process's DDP shard of the training seeds (see :meth:`shard`).
+        hop_features: precompute ``Â x .. Â^P x`` into the store (once) and give token batches
+            their ``token_xhop`` (LargeGT's propagated token features,
+            :mod:`graphgt.data.hop_features`); 0 = none.
+        hop_norm: the propagation matrix of ``hop_features``: ``gcn`` or ``mean``.
     """
 
     def __init__(self, source: StoreSource, sampler: SamplerFactory, eval_sampler: Optional[SamplerFactory] = None,
                  batch_size: int = 1024, eval_batch_size: Optional[int] = None, num_workers: int = 0,
                  prefetch_factor: int = 2, store_root: Optional[str] = None, release_every: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, hop_features: int = 0, hop_norm: str = "gcn"):
         self.source = source
         self.sampler, self.eval_sampler = sampler, eval_sampler or sampler
         self.batch_size = int(batch_size)
@@ -190,6 +244,7 @@ class StoreNodeData(DataModule):
         self.store_root = store_root
         self.release_every = int(release_every)
         self.rank, self.world_size = int(rank), int(world_size)
+        self.hop_features, self.hop_norm = int(hop_features), str(hop_norm)
         self.store: Optional[GraphStore] = None
         self._spec: Optional[DataSpec] = None
         self._pe_keys: Sequence[str] = ()
@@ -209,6 +264,12 @@ class StoreNodeData(DataModule):
             raise ConfigError("data.num_workers and data.release_every must be >= 0")
         if not 0 <= self.rank < self.world_size:
             raise ConfigError(f"data.rank={self.rank} must lie in [0, data.world_size={self.world_size})")
+        from graphgt.data.hop_features import NORMS
+
+        if self.hop_features < 0:
+            raise ConfigError(f"data.hop_features must be >= 0 (LargeGT uses 2), got {self.hop_features}")
+        if self.hop_norm not in NORMS:
+            raise ConfigError(f"data.hop_norm='{self.hop_norm}' is not one of {list(NORMS)}")
         if self.store_root is not None or isinstance(self.source, ExistingStore):
             self.source.check(self._store_path(None))
 
@@ -236,6 +297,11 @@ class StoreNodeData(DataModule):
             for pe in pes:
                 compute_store_pe(self.store.path, pe)
             self.store = GraphStore.open(self.store.path)
+        if self.hop_features:
+            from graphgt.data.hop_features import compute_hop_features
+
+            self.store = compute_hop_features(self.store.path, self.hop_features, self.hop_norm,
+                                              log=lambda m: print(f"graphgt: {m}", flush=True))
         self._pe_keys = tuple(key for pe in pes for key in pe.keys)
         indptr, indices = self.store.indptr, self.store.indices
         self._samplers = {"train": self.sampler(indptr, indices), "eval": self.eval_sampler(indptr, indices)}
@@ -265,7 +331,7 @@ class StoreNodeData(DataModule):
                           batch_size=self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
                           seed=seed, num_workers=self.num_workers, prefetch_factor=self.prefetch_factor,
                           rank=rank, world_size=world_size, pe_keys=self._pe_keys,
-                          release_every=self.release_every)
+                          release_every=self.release_every, hop_features=self.hop_features)
 
     def train_loader(self, seed: int) -> Iterable:
         """Shuffled sampled batches of this rank's shard; a new deterministic order every epoch."""

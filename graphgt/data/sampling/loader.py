@@ -112,19 +112,25 @@ def neighbor_batch(store: GraphStore, sub: SampledSubgraph, pe_keys: Sequence[st
     return data
 
 
-def token_batch(store: GraphStore, tb: TokenBatch, pe_keys: Sequence[str] = ()) -> Data:
+def token_batch(store: GraphStore, tb: TokenBatch, pe_keys: Sequence[str] = (), hop_features: int = 0) -> Data:
     """A ``Data`` of a token sample: ``B`` seeds, each with a sequence of ``K`` tokens.
 
     Attributes: ``x [B, F]`` seed features, ``token_x [B, K, F]`` token features, ``token_ids``,
     ``token_hop`` (long; 0 seed, 1, 2, -1 padding) and ``token_mask`` ``[B, K]``, ``y`` and
     ``loss_mask`` of the seeds ``[B]``, ``n_id [B]``, ``num_seeds``; per PE key ``<key> [B, d]``
-    and ``token_<key> [B, K, d]``.
+    and ``token_<key> [B, K, d]``; with ``hop_features = P > 0``, ``token_xhop [B, K, P, F]`` the
+    tokens' propagated features ``extra/x_hop1..P`` (:mod:`graphgt.data.hop_features`).
     """
     b, k = tb.tokens.shape
     flat = tb.tokens.reshape(-1)
     x = store.x
     data = Data(x=_float_tensor(_rows(x, tb.seeds)),
                 token_x=_float_tensor(_rows(x, flat)).reshape(b, k, -1))
+    if hop_features:
+        from graphgt.data.hop_features import hop_key
+
+        data.token_xhop = torch.stack([_float_tensor(_rows(store.array(hop_key(p)), flat)).reshape(b, k, -1)
+                                       for p in range(1, hop_features + 1)], dim=2)
     data.token_ids = torch.from_numpy(tb.tokens)
     data.token_hop = torch.from_numpy(tb.hop.astype(np.int64))
     data.token_mask = torch.from_numpy(tb.mask)
@@ -147,11 +153,13 @@ class _BatchBuilder(torch.utils.data.Dataset):
     between processes than to gather)."""
 
     def __init__(self, store: GraphStore, seeds: np.ndarray, sampler: Sampler, batch_size: int, shuffle: bool,
-                 seed: int, rank: int, world_size: int, pe_keys: Tuple[str, ...], release_every: int):
+                 seed: int, rank: int, world_size: int, pe_keys: Tuple[str, ...], release_every: int,
+                 hop_features: int = 0):
         self.store, self.seeds, self.sampler = store, seeds, sampler
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.pe_keys, self.release_every = pe_keys, release_every
+        self.hop_features = hop_features
         self._plan: Optional[Tuple[int, List[np.ndarray]]] = None
         self._sampled = 0
         self._built = 0
@@ -176,7 +184,7 @@ class _BatchBuilder(torch.utils.data.Dataset):
 
     def build(self, sample: Union[SampledSubgraph, TokenBatch]) -> Data:
         if isinstance(sample, TokenBatch):
-            data = token_batch(self.store, sample, self.pe_keys)
+            data = token_batch(self.store, sample, self.pe_keys, self.hop_features)
         else:
             data = neighbor_batch(self.store, sample, self.pe_keys)
         self._built += 1
@@ -251,13 +259,16 @@ class NodeLoader:
         pe_keys: stored positional encodings to gather (keys of ``store.pe()``).
         release_every: call ``store.release()`` every this many batches in the process that
             gathers (bounded RSS on memory-mapped stores bigger than RAM); 0 = never.
+        hop_features: with a :class:`TokenSampler`, also gather the tokens' propagated features
+            ``extra/x_hop1..hop_features`` (``token_xhop``); 0 = none.
 
     A pass draws a new shuffle: pass ``e`` is the ``e``-th call of ``iter`` (or ``set_epoch(e)``).
     """
 
     def __init__(self, store: GraphStore, seeds: Any, sampler: Sampler, batch_size: int, shuffle: bool,
                  seed: int = 0, num_workers: int = 0, prefetch_factor: int = 2, rank: int = 0,
-                 world_size: int = 1, pe_keys: Sequence[str] = (), release_every: int = 0):
+                 world_size: int = 1, pe_keys: Sequence[str] = (), release_every: int = 0,
+                 hop_features: int = 0):
         if not isinstance(sampler, (NeighborSampler, TokenSampler)):
             raise TypeError(f"sampler must be a NeighborSampler or a TokenSampler, got {type(sampler).__name__}")
         if sampler.num_nodes != store.num_nodes:
@@ -294,11 +305,22 @@ class NodeLoader:
         self.num_workers, self.prefetch_factor = int(num_workers), int(prefetch_factor)
         self.rank, self.world_size = int(rank), int(world_size)
         self.pe_keys = tuple(pe_keys)
+        if isinstance(hop_features, bool) or not isinstance(hop_features, (int, np.integer)) or hop_features < 0:
+            raise ValueError(f"hop_features must be an int >= 0, got {hop_features!r}")
+        if hop_features:
+            from graphgt.data.hop_features import hop_key
+
+            absent = [hop_key(p) for p in range(1, hop_features + 1) if not store.has(hop_key(p))]
+            if absent:
+                raise ValueError(f"hop_features={hop_features}: {absent} are not stored in '{store.path}'; "
+                                 "compute them with graphgt.data.hop_features.compute_hop_features")
+        self.hop_features = int(hop_features)
         self.release_every = int(release_every)
         self.epoch = 0
         self._current = 0
         self._builder = _BatchBuilder(store, seeds, sampler, self.batch_size, self.shuffle, self.seed,
-                                      self.rank, self.world_size, self.pe_keys, self.release_every)
+                                      self.rank, self.world_size, self.pe_keys, self.release_every,
+                                      self.hop_features)
         self._workers: Optional[torch.utils.data.DataLoader] = None
 
     def set_epoch(self, epoch: int) -> None:

@@ -94,7 +94,7 @@ def run_one(args, label: str, overrides: List[str]) -> dict:
 def table(rows: List[dict]) -> str:
     lines = ["| model | best val | test at best val | params | wall (s) |", "|---|---|---|---|---|"]
     for r in rows:
-        fmt = lambda v: "—" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        fmt = lambda v: "—" if v is None or v != v else f"{100 * v:.1f}%"  # noqa: E731  (None / NaN: not run)
         lines.append(f"| {r['label']} | {fmt(r.get('best_val'))} | {fmt(r.get('test'))} | "
                      f"{r.get('num_params', '—')} | {r['wall_s']:.0f} |")
     return "\n".join(lines)

@@ -52,7 +52,6 @@ import platform
 import resource
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,7 +61,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pe_scaling import GIB, REPO, _rss_gib, build_graph  # noqa: E402  (same RSS probe and graph generator)
+from pe_scaling import GIB, REPO, _rss_gib, build_graph, wait_child  # noqa: E402  (same RSS probe, graph, child runner)
 
 MIB = 1024 ** 2
 DIM = 64
@@ -204,19 +203,7 @@ def run_measurement(name: str, n: int, graph: Path, args, workdir: Path) -> dict
     start = time.perf_counter()
     # the allocator setting graphgt's CLI uses (2 MiB pages for big tensors: fewer page faults)
     env = dict(os.environ, THP_MEM_ALLOC_ENABLE=os.environ.get("THP_MEM_ALLOC_ENABLE", "1"))
-    proc = subprocess.Popen(cmd, start_new_session=True, env=env)
-    timed_out = False
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() - start > args.timeout:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pid, status, usage = os.wait4(proc.pid, 0)
-            timed_out = True
-            break
-        time.sleep(0.05)
-    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    code, usage, timed_out = wait_child(cmd, args.timeout, env=env, poll=0.05)
     res = json.loads(result_file.read_text()) if result_file.exists() else {}
     if timed_out:
         res = {"status": "timeout", "error": f"timeout (> {args.timeout:g} s)"}

@@ -112,6 +112,28 @@ def run_child(args) -> None:
 
 
 # ----------------------------------------------------------------------------- parent
+def wait_child(cmd, time_limit: float, env=None, poll: float = 0.2):
+    """Run ``cmd`` in its own session, killing its process group after ``time_limit`` seconds.
+
+    Returns ``(exit code, rusage, timed_out)``; ``rusage.ru_maxrss`` is the child's peak RSS (KiB).
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, start_new_session=True, env=env)
+    timed_out = False
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() - start > time_limit:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pid, status, usage = os.wait4(proc.pid, 0)
+            timed_out = True
+            break
+        time.sleep(poll)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage, timed_out
+
+
 def run_method(name: str, args, workdir: Path, graph: Path, save: bool) -> dict:
     result_file = workdir / f"{name}.json"
     cmd = [sys.executable, __file__, "--child", name, "--graph", str(graph), "--result", str(result_file),
@@ -121,26 +143,13 @@ def run_method(name: str, args, workdir: Path, graph: Path, save: bool) -> dict:
         cmd += ["--save", str(workdir / f"{name}.pt")]
     print(f"[pe_scaling] {name} ...", flush=True)
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, start_new_session=True)
-    timed_out = False
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() - start > args.time_limit:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pid, status, usage = os.wait4(proc.pid, 0)
-            timed_out = True
-            break
-        time.sleep(0.2)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    code, usage, timed_out = wait_child(cmd, args.time_limit)
     wall = time.perf_counter() - start
     peak = usage.ru_maxrss * 1024 / GIB  # KiB on Linux
     res = json.loads(result_file.read_text()) if result_file.exists() else {}
     if timed_out:
         res["status"] = "timeout"
     elif not res:
-        code = proc.returncode
         # a child killed by a signal when near the cap is out of memory (allocation failure in C code)
         res["status"] = "oom" if code in (-signal.SIGKILL, -signal.SIGSEGV, -signal.SIGABRT) else "error"
         res["error"] = f"child exited with {code}"

@@ -53,6 +53,18 @@ class GlobalAttention(nn.Module):
 
     dim: int
 
+    def _set_heads(self, dim: int, heads: int, dropout: float) -> None:
+        """Check and store the options every module shares: ``dim``, ``heads`` (dividing ``dim``;
+        sets ``head_dim``) and ``dropout`` (in ``[0, 1)``); errors name the class and the value."""
+        name = type(self).__name__
+        if heads < 1 or dim % heads != 0:
+            raise ValueError(
+                f"{name}: dim={dim} is not divisible by heads={heads}; choose heads "
+                f"dividing {dim} (e.g. heads=4 or 8 for dim=64).")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{name}: dropout={dropout} must be in [0, 1).")
+        self.dim, self.heads, self.head_dim, self.dropout = dim, heads, dim // heads, dropout
+
     def forward(self, x: Tensor, ctx: AttentionContext) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -160,10 +160,7 @@ class CodebookAttention(GlobalAttention):
         name = "CodebookAttention"
         if dim < 1:
             raise ValueError(f"{name}: dim={dim} must be >= 1.")
-        if heads < 1 or dim % heads != 0:
-            raise ValueError(
-                f"{name}: dim={dim} is not divisible by heads={heads}; choose heads "
-                f"dividing {dim} (e.g. heads=4 or 8 for dim=64).")
+        self._set_heads(dim, heads, dropout)
         if codebook_size < 1:
             raise ValueError(f"{name}: codebook_size={codebook_size} must be >= 1 "
                              "(LargeGT uses 4096).")
@@ -175,21 +172,15 @@ class CodebookAttention(GlobalAttention):
         if not 0.0 <= dead_threshold < 1.0:
             raise ValueError(f"{name}: dead_threshold={dead_threshold} must be in [0, 1) "
                              "(a fraction of the mean count, e.g. 1e-3).")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{name}: dropout={dropout} must be in [0, 1).")
         if seed < 0:
             raise ValueError(f"{name}: seed={seed} must be >= 0.")
         if chunk_size < 1:
             raise ValueError(f"{name}: chunk_size={chunk_size} must be >= 1 (e.g. 65536).")
-        self.dim = dim
-        self.heads = heads
-        self.head_dim = dim // heads
         self.codebook_size = codebook_size
         self.decay = float(decay)
         self.eps = float(eps)
         self.dead_threshold = float(dead_threshold)
         self.restart = restart
-        self.dropout = dropout
         self.sync = sync
         self.seed = int(seed)
         self.chunk_size = chunk_size

@@ -154,10 +154,7 @@ class ExpanderAttention(GlobalAttention):
                  graph_edges: bool = True, self_loops: bool = True, resample: bool = True,
                  seed: int = 0, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
-        if heads < 1 or dim % heads != 0:
-            raise ValueError(
-                f"ExpanderAttention: dim={dim} is not divisible by heads={heads}; choose heads "
-                f"dividing {dim} (e.g. heads=4 or 8 for dim=64).")
+        self._set_heads(dim, heads, dropout)
         if expander_degree < 0 or expander_degree % 2 != 0:
             raise ValueError(
                 f"ExpanderAttention: expander_degree={expander_degree} must be even and >= 0 "
@@ -166,18 +163,12 @@ class ExpanderAttention(GlobalAttention):
         if num_virtual < 0:
             raise ValueError(f"ExpanderAttention: num_virtual={num_virtual} must be >= 0 "
                              "(0 for no virtual nodes, typically 1).")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"ExpanderAttention: dropout={dropout} must be in [0, 1).")
-        self.dim = dim
-        self.heads = heads
-        self.head_dim = dim // heads
         self.expander_degree = expander_degree
         self.num_virtual = num_virtual
         self.graph_edges = graph_edges
         self.self_loops = self_loops
         self.resample = resample
         self.seed = seed
-        self.dropout = dropout
         self.bias = bias
         self.in_proj = nn.Linear(dim, 3 * dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)

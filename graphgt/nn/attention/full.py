@@ -43,16 +43,7 @@ class FullAttention(GlobalAttention):
 
     def __init__(self, dim: int, heads: int = 4, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
-        if heads < 1 or dim % heads != 0:
-            raise ValueError(
-                f"FullAttention: dim={dim} is not divisible by heads={heads}; choose heads "
-                f"dividing {dim} (e.g. heads=4 or 8 for dim=64).")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"FullAttention: dropout={dropout} must be in [0, 1).")
-        self.dim = dim
-        self.heads = heads
-        self.head_dim = dim // heads
-        self.dropout = dropout
+        self._set_heads(dim, heads, dropout)
         self.bias = bias
         self.in_proj = nn.Linear(dim, 3 * dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)

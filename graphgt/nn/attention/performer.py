@@ -95,24 +95,15 @@ class PerformerAttention(GlobalAttention):
                  redraw_interval: Optional[int] = 1000, dropout: float = 0.0,
                  orthogonal: bool = True) -> None:
         super().__init__()
-        if heads < 1 or dim % heads != 0:
-            raise ValueError(
-                f"PerformerAttention: dim={dim} is not divisible by heads={heads}; choose heads "
-                f"dividing {dim} (e.g. heads=4 or 8 for dim=64).")
+        self._set_heads(dim, heads, dropout)
         if num_features < 1:
             raise ValueError(f"PerformerAttention: num_features={num_features} must be >= 1 "
                              "(typically 64-256).")
         if redraw_interval is not None and redraw_interval < 1:
             raise ValueError(f"PerformerAttention: redraw_interval={redraw_interval} must be >= 1, "
                              "or None to never redraw the random features.")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"PerformerAttention: dropout={dropout} must be in [0, 1).")
-        self.dim = dim
-        self.heads = heads
-        self.head_dim = dim // heads
         self.num_features = num_features
         self.redraw_interval = redraw_interval
-        self.dropout = dropout
         self.orthogonal = orthogonal
         self.in_proj = nn.Linear(dim, 3 * dim)
         self.out_proj = nn.Linear(dim, dim)

@@ -129,19 +129,10 @@ class TopMAttention(GlobalAttention):
     def __init__(self, dim: int, heads: int = 4, m: int = 32, dropout: float = 0.0,
                  straight_through: bool = True, bias: bool = True) -> None:
         super().__init__()
-        if heads < 1 or dim % heads != 0:
-            raise ValueError(
-                f"TopMAttention: dim={dim} is not divisible by heads={heads}; choose heads "
-                f"dividing {dim} (e.g. heads=4 or 8 for dim=64).")
+        self._set_heads(dim, heads, dropout)
         if m < 1:
             raise ValueError(f"TopMAttention: m={m} must be >= 1 (keys per query, e.g. m=32).")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"TopMAttention: dropout={dropout} must be in [0, 1).")
-        self.dim = dim
-        self.heads = heads
-        self.head_dim = dim // heads
         self.m = m
-        self.dropout = dropout
         self.straight_through = straight_through
         self.bias = bias
         self.in_proj = nn.Linear(dim, 3 * dim, bias=bias)

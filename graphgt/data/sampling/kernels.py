@@ -109,6 +109,19 @@ def _slot(key, bits):
 
 
 @njit(cache=True)
+def _set_probe(set_keys, set_stamp, stamp, key, bits):
+    """Look ``key`` up in a stamped open-addressing set (a slot belongs to the current set when its
+    stamp equals ``stamp``): ``(slot, True)`` where it is, or ``(free slot for it, False)``."""
+    mask = (np.int64(1) << bits) - 1
+    i = _slot(key, bits)
+    while set_stamp[i] == stamp:
+        if set_keys[i] == key:
+            return i, True
+        i = (i + 1) & mask
+    return i, False
+
+
+@njit(cache=True)
 def map_new(bits):
     """An empty map of ``2**bits`` slots."""
     return np.full(2 * (np.int64(1) << bits), -1, np.int64)
@@ -178,22 +191,13 @@ def _floyd(state, d, k, chosen, set_keys, set_stamp, stamp, set_bits):
             chosen[c] = t
             c += 1
         return
-    mask = (np.int64(1) << set_bits) - 1
     for j in range(d - k, d):
         t = _randbelow(state, j + 1)
         # is t taken?  (j itself is never taken yet: earlier draws are all < j)
-        i = _slot(t, set_bits)
-        taken = False
-        while set_stamp[i] == stamp:
-            if set_keys[i] == t:
-                taken = True
-                break
-            i = (i + 1) & mask
+        i, taken = _set_probe(set_keys, set_stamp, stamp, t, set_bits)
         if taken:
             t = j
-            i = _slot(t, set_bits)
-            while set_stamp[i] == stamp:
-                i = (i + 1) & mask
+            i = _set_probe(set_keys, set_stamp, stamp, t, set_bits)[0]
         set_stamp[i] = stamp
         set_keys[i] = t
         chosen[c] = t
@@ -358,7 +362,6 @@ def sample_tokens(indptr, indices, seeds, num_tokens, include_seed, hop2_fanout,
             set_stamp = np.zeros(np.int64(1) << bits, np.int64)
             stamp = 0
         stamp += 1
-        smask = (np.int64(1) << bits) - 1
 
         # insert s, then N1, then N2 into the stamped set; candidates collect the new ones
         c = -1  # the seed takes no candidate slot
@@ -391,13 +394,7 @@ def sample_tokens(indptr, indices, seeds, num_tokens, include_seed, hop2_fanout,
                         w = np.int64(s)
                     else:
                         w = np.int64(indices[p])
-                    i = _slot(w, bits)
-                    seen = False
-                    while set_stamp[i] == stamp:
-                        if set_keys[i] == w:
-                            seen = True
-                            break
-                        i = (i + 1) & smask
+                    i, seen = _set_probe(set_keys, set_stamp, stamp, w, bits)
                     if seen:
                         continue
                     set_stamp[i] = stamp

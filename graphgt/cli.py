@@ -34,10 +34,14 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _precheck_run_dir(overrides: List[str]) -> None:
-    """Hydra writes ``.hydra/`` into the run dir before our code runs: refuse an old run's dir first."""
+    """Hydra writes ``.hydra/`` into the run dir before our code runs: refuse an old run's dir first
+    (unless the run is to be resumed: ``trainer.resume=...``)."""
     from graphgt.train.run import check_run_dir
     from graphgt.config.errors import ConfigError
 
+    if any(item.startswith("trainer.resume=") and item.split("=", 1)[1] not in ("null", "None", "")
+           for item in overrides):
+        return
     for item in overrides:
         if item.startswith("hydra.run.dir="):
             run_dir = Path(item.split("=", 1)[1])
@@ -50,6 +54,7 @@ def _precheck_run_dir(overrides: List[str]) -> None:
 
 
 def _hydra_train() -> Optional[float]:
+    import graphgt.config  # noqa: F401  (registers the config resolvers before Hydra composes)
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig
@@ -59,11 +64,24 @@ def _hydra_train() -> Optional[float]:
         from graphgt.config.errors import ConfigError
         from graphgt.train.run import run
 
+        from graphgt.train.distributed import DistributedError
+        from graphgt.train.loop import NonFiniteLossError
+        from graphgt.train.signals import Preempted
+
         hc = HydraConfig.get()
         try:
             results = run(cfg, Path(hc.runtime.output_dir), choices=hc.runtime.choices)
         except ConfigError as e:
             _fail(str(e))
+        except NonFiniteLossError as e:
+            _fail(str(e), 1)
+        except DistributedError as e:
+            _fail(str(e), 1)
+        except Preempted as e:
+            print(f"graphgt: {e}; continue with the same command plus trainer.resume=auto", file=sys.stderr)
+            sys.exit(e.exit_code)
+        if os.environ.get("RANK", "0") != "0":
+            return results["test_at_best_val"]
         print(f"{results['dataset']}: best val {results['metric']} {results['best_val']:.4f} at epoch "
               f"{results['best_epoch']}, test {results['test_at_best_val']:.4f} "
               f"({results['num_params']} params, {results['duration_s']:.1f} s) -> {hc.runtime.output_dir}")
@@ -72,8 +90,43 @@ def _hydra_train() -> Optional[float]:
     return task()
 
 
+def _torchrun_overrides(argv: List[str]) -> List[str]:
+    """Under torchrun (``WORLD_SIZE > 1``) every rank runs this CLI: make them agree on one run dir.
+
+    The default ``runs/${graphgt_now:...}`` is resolved per process; the ranks agree on one clock
+    through torchrun's agent store (``compare_set``: the first rank to arrive sets the time), so
+    it resolves identically everywhere.  Ranks > 0 write no ``.hydra/`` copy and no log file.
+    """
+    from graphgt.train.distributed import env_world_size
+
+    if env_world_size() <= 1:
+        return argv
+    import datetime
+
+    from graphgt.config.run_stamp import set_run_stamp
+
+    fixed = any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in argv)
+    if not fixed:
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+            _fail("with several processes outside torchrun, pass hydra.run.dir=DIR (the same on every rank) so "
+                  "that all ranks write to one run directory")
+        from torch.distributed import TCPStore
+
+        store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                         timeout=datetime.timedelta(seconds=300))
+        mine = datetime.datetime.now().isoformat()
+        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "run")
+        agreed = store.compare_set(f"graphgt/{run_id}/now", "", mine).decode()
+        set_run_stamp(datetime.datetime.fromisoformat(agreed))
+    if os.environ.get("RANK", "0") != "0":
+        argv = argv + ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    return argv
+
+
 def train(argv: List[str]) -> None:
-    _precheck_run_dir(argv)
+    if os.environ.get("RANK", "0") == "0":
+        _precheck_run_dir(argv)
+    argv = _torchrun_overrides(argv)
     sys.argv = ["graphgt train"] + argv
     _hydra_train()
 

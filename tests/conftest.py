@@ -9,6 +9,8 @@ from typing import List
 import pytest
 import torch
 
+import graphgt.config  # noqa: F401  (the config resolvers)
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 SHARED_DATA = Path(os.environ.get("GRAPHGT_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -74,6 +74,15 @@ class DataModule:
     validated against the spec before anything expensive), ``setup(pes, cache_dir)`` (split,
     compute and cache positional encodings), then ``spec`` and the three loaders.  Node-level loaders yield batches that carry a boolean
     ``loss_mask`` (which node outputs belong to the split); graph-level batches count every graph.
+
+    Loaders have ``len()`` and ``set_epoch(epoch, start=0)`` (the next pass is pass ``epoch`` of the
+    shuffle, beginning at batch ``start``: how a resumed run continues mid-epoch).  Under DDP with
+    ``world_size`` ranks, the training loader of rank ``r`` yields its part of every global batch
+    (the same number of steps on every rank; the ranks' parts of step ``i`` are together the batch
+    ``i`` of one process whose batch is ``world_size`` times larger, every item once per epoch), and
+    evaluation loaders deal the single-process batches round-robin: rank ``r`` yields batches
+    ``r, r + world_size, ...`` of the single-process order, so the trainer can reassemble exactly the
+    single-process predictions.
     """
 
     def check(self) -> None:
@@ -89,11 +98,11 @@ class DataModule:
     def spec(self) -> DataSpec:  # pragma: no cover
         raise NotImplementedError
 
-    def train_loader(self, seed: int) -> Iterable:  # pragma: no cover
+    def train_loader(self, seed: int, rank: int = 0, world_size: int = 1) -> Iterable:  # pragma: no cover
         raise NotImplementedError
 
-    def val_loader(self) -> Iterable:  # pragma: no cover
+    def val_loader(self, rank: int = 0, world_size: int = 1) -> Iterable:  # pragma: no cover
         raise NotImplementedError
 
-    def test_loader(self) -> Iterable:  # pragma: no cover
+    def test_loader(self, rank: int = 0, world_size: int = 1) -> Iterable:  # pragma: no cover
         raise NotImplementedError

@@ -8,6 +8,7 @@ base class does the rest, for node-level (one graph, a ``loss_mask`` per split) 
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import shutil
@@ -15,7 +16,7 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -257,25 +258,25 @@ class InMemoryDataModule(DataModule):
             raise RuntimeError(f"{type(self).__name__}.spec is known after setup(pes, cache_dir)")
         return self._spec
 
-    def _loader(self, name: str, seed: Optional[int]) -> Iterable:
+    def _loader(self, name: str, seed: Optional[int], rank: int, world_size: int) -> Iterable:
         if not self._splits:
             raise RuntimeError(f"{type(self).__name__}: call setup(pes, cache_dir) before asking for loaders")
         if self.spec.task.level == "node":
-            return [self._splits[name]]
+            return FullBatchLoader(self._splits[name], shuffle=seed is not None, rank=rank, world_size=world_size)
         if name not in self._packed:
             self._packed[name] = PackedGraphs(self._splits[name])
         return GraphBatchLoader(self._packed[name], self.batch_size, shuffle=seed is not None, seed=seed or 0,
-                                num_workers=self.num_workers)
+                                num_workers=self.num_workers, rank=rank, world_size=world_size)
 
-    def train_loader(self, seed: int) -> Iterable:
+    def train_loader(self, seed: int, rank: int = 0, world_size: int = 1) -> Iterable:
         """Training batches, shuffled by a generator seeded with ``seed`` (same seed, same order)."""
-        return self._loader("train", seed)
+        return self._loader("train", seed, rank, world_size)
 
-    def val_loader(self) -> Iterable:
-        return self._loader("val", None)
+    def val_loader(self, rank: int = 0, world_size: int = 1) -> Iterable:
+        return self._loader("val", None, rank, world_size)
 
-    def test_loader(self) -> Iterable:
-        return self._loader("test", None)
+    def test_loader(self, rank: int = 0, world_size: int = 1) -> Iterable:
+        return self._loader("test", None, rank, world_size)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "split_indices")
@@ -284,8 +285,6 @@ class InMemoryDataModule(DataModule):
 
 def _node_splits(graphs: Sequence[Data], idx: SplitIndices) -> Dict[str, Batch]:
     """One ``Batch`` of the single graph per split, sharing tensors, each with its ``loss_mask``."""
-    import copy
-
     if len(graphs) != 1:
         raise ValueError(f"a node-level dataset has one graph, got {len(graphs)}")
     g = copy.copy(graphs[0])  # shallow: tensors are shared, attribute deletions are not
@@ -300,6 +299,46 @@ def _node_splits(graphs: Sequence[Data], idx: SplitIndices) -> Dict[str, Batch]:
         b.loss_mask = mask
         out[name] = b
     return out
+
+
+class FullBatchLoader:
+    """The one batch of a node-level split: full-batch training and evaluation.
+
+    Training (``shuffle=True``) over ``world_size`` DDP ranks: every rank runs the whole graph and
+    rank ``r`` keeps part ``r`` of ``array_split(split nodes, world_size)`` in its ``loss_mask``, so
+    the ranks' losses together cover every training node once (the one step of a single process).
+    Evaluation: rank 0 yields the batch, the other ranks nothing (one forward pass computes every
+    prediction; the result is the single-process one).
+    """
+
+    def __init__(self, batch: Batch, shuffle: bool, rank: int = 0, world_size: int = 1):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must lie in [0, world_size={world_size}) with world_size >= 1")
+        self.shuffle, self.rank, self.world_size = shuffle, rank, world_size
+        self.batch = batch
+        if shuffle and world_size > 1:
+            nodes = batch.loss_mask.nonzero().view(-1)
+            if nodes.numel() < world_size:
+                raise ValueError(f"{nodes.numel()} training nodes cannot be shared by world_size={world_size} ranks")
+            mask = torch.zeros_like(batch.loss_mask)
+            mask[torch.tensor_split(nodes, world_size)[rank]] = True
+            self.batch = copy.copy(batch)
+            self.batch.loss_mask = mask
+        self._len = 1 if shuffle or rank == 0 else 0
+        self._start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Full-batch passes are all alike; ``start=1`` skips the pass (a resumed, finished epoch)."""
+        if not 0 <= start <= len(self):
+            raise ValueError(f"start={start} must lie in [0, {len(self)}] (batches per pass)")
+        self._start = start
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[Batch]:
+        start, self._start = self._start, 0
+        return iter([self.batch][start:self._len])
 
 
 class NodeDataModule(InMemoryDataModule):

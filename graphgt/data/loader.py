@@ -93,38 +93,77 @@ class PackedGraphs:
         return out
 
 
+def _check_shard(rank: int, world_size: int) -> None:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} must lie in [0, world_size={world_size}) with world_size >= 1")
+
+
+def graph_batch_plan(order: Tensor, batch_size: int, shuffle: bool, rank: int = 0, world_size: int = 1):
+    """The index batches of ``rank`` in a pass over ``order`` (the items in that pass's order).
+
+    Shuffled passes (training) cut global batches of ``world_size * batch_size`` items (the last one
+    smaller; one with fewer than ``world_size`` items is merged into the one before, so no rank gets
+    an empty step) and give rank ``r`` part ``r`` of ``tensor_split(global, world_size)``: the ranks'
+    step-``i`` batches together are one process's batch ``i`` with batch size ``world_size *
+    batch_size``.  Ordered passes (evaluation) deal the single-process batches of ``batch_size``
+    round-robin: rank ``r`` gets batches ``r, r + W, ...``.
+    """
+    if not shuffle:
+        return list(order.split(batch_size))[rank::world_size]
+    steps = list(order.split(world_size * batch_size))
+    if len(steps) > 1 and steps[-1].numel() < world_size:
+        steps[-2:] = [torch.cat(steps[-2:])]
+    if steps[-1].numel() < world_size:
+        raise ValueError(f"{order.numel()} items cannot give each of world_size={world_size} ranks a batch; "
+                         "lower the number of processes")
+    return [step.tensor_split(world_size)[rank] for step in steps]
+
+
 class GraphBatchLoader:
     """Iterates mini-batches of :class:`PackedGraphs` (shuffled with a seeded generator, or in order).
 
-    Every graph appears exactly once per pass; the last batch may be smaller (no drop_last).
-    Pass ``e`` uses the order drawn from ``seed`` and ``e`` (deterministic across runs and
-    across ``num_workers``).  With ``num_workers > 0`` batches are cut in worker processes
-    (torch ``DataLoader`` with ``collate_fn=packed.batch``), in the same order.
+    Every graph appears exactly once per pass over all ranks; the last batch may be smaller (no
+    drop_last).  Pass ``e`` uses the order drawn from ``seed`` and ``e`` (deterministic across runs
+    and across ``num_workers``).  With ``num_workers > 0`` batches are cut in worker processes
+    (torch ``DataLoader`` with ``collate_fn=packed.batch``), in the same order.  ``rank`` and
+    ``world_size`` select this DDP process's share (:func:`graph_batch_plan`).
     """
 
     def __init__(self, packed: PackedGraphs, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 indices: Optional[Tensor] = None, num_workers: int = 0):
+                 indices: Optional[Tensor] = None, num_workers: int = 0, rank: int = 0, world_size: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _check_shard(rank, world_size)
         self.packed, self.batch_size, self.shuffle, self.seed = packed, batch_size, shuffle, seed
         self.num_workers = num_workers
+        self.rank, self.world_size = rank, world_size
         self.indices = torch.arange(len(packed)) if indices is None else torch.as_tensor(indices).long()
         self.epoch = 0
+        self._start = 0
+        self._len = len(self._plan(0))
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The next pass is pass ``epoch`` (its shuffle), beginning at its batch ``start``."""
+        if not 0 <= start <= len(self):
+            raise ValueError(f"start={start} must lie in [0, {len(self)}] (batches per pass)")
+        self.epoch, self._start = epoch, start
 
     def __len__(self) -> int:
-        return (self.indices.numel() + self.batch_size - 1) // self.batch_size
+        return self._len
 
-    def __iter__(self) -> Iterator[Batch]:
+    def _plan(self, epoch: int):
         order = self.indices
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             order = order[torch.randperm(order.numel(), generator=g)]
+        return graph_batch_plan(order, self.batch_size, self.shuffle, self.rank, self.world_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        chunks = self._plan(self.epoch)[self._start:]
+        self._start = 0
+        if self.shuffle:
             self.epoch += 1
-        chunks = list(order.split(self.batch_size))
-        if self.num_workers > 0:
+        if self.num_workers > 0 and chunks:
             from torch.utils.data import DataLoader
 
             yield from DataLoader(chunks, batch_size=None, collate_fn=self.packed.batch,

@@ -225,7 +225,6 @@ class StoreNodeData(DataModule):
         store_root: where built stores live (default ``<cache_dir>/stores``).
         release_every: drop the store's mapped pages from RSS every this many batches (0: never;
             for stores larger than RAM, e.g. papers100M).
-        rank, world_size: this process's DDP shard of the training seeds (see :meth:`shard`).
         hop_features: precompute ``Â x .. Â^P x`` into the store (once) and give token batches
             their ``token_xhop`` (LargeGT's propagated token features,
             :mod:`graphgt.data.hop_features`); 0 = none.
@@ -235,7 +234,7 @@ class StoreNodeData(DataModule):
     def __init__(self, source: StoreSource, sampler: SamplerFactory, eval_sampler: Optional[SamplerFactory] = None,
                  batch_size: int = 1024, eval_batch_size: Optional[int] = None, num_workers: int = 0,
                  prefetch_factor: int = 2, store_root: Optional[str] = None, release_every: int = 0,
-                 rank: int = 0, world_size: int = 1, hop_features: int = 0, hop_norm: str = "gcn"):
+                 hop_features: int = 0, hop_norm: str = "gcn"):
         self.source = source
         self.sampler, self.eval_sampler = sampler, eval_sampler or sampler
         self.batch_size = int(batch_size)
@@ -243,7 +242,6 @@ class StoreNodeData(DataModule):
         self.num_workers, self.prefetch_factor = int(num_workers), int(prefetch_factor)
         self.store_root = store_root
         self.release_every = int(release_every)
-        self.rank, self.world_size = int(rank), int(world_size)
         self.hop_features, self.hop_norm = int(hop_features), str(hop_norm)
         self.store: Optional[GraphStore] = None
         self._spec: Optional[DataSpec] = None
@@ -262,8 +260,6 @@ class StoreNodeData(DataModule):
                 raise ConfigError(f"data.{key} must be >= 1, got {value}")
         if self.num_workers < 0 or self.release_every < 0:
             raise ConfigError("data.num_workers and data.release_every must be >= 0")
-        if not 0 <= self.rank < self.world_size:
-            raise ConfigError(f"data.rank={self.rank} must lie in [0, data.world_size={self.world_size})")
         from graphgt.data.hop_features import NORMS
 
         if self.hop_features < 0:
@@ -319,7 +315,6 @@ class StoreNodeData(DataModule):
         """Train on shard ``rank`` of ``world_size`` (disjoint shards covering every training seed)."""
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must lie in [0, world_size={world_size})")
-        self.rank, self.world_size = int(rank), int(world_size)
 
     def _loader(self, split: str, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> Iterable:
         from graphgt.data.sampling import NodeLoader
@@ -333,16 +328,16 @@ class StoreNodeData(DataModule):
                           rank=rank, world_size=world_size, pe_keys=self._pe_keys,
                           release_every=self.release_every, hop_features=self.hop_features)
 
-    def train_loader(self, seed: int) -> Iterable:
-        """Shuffled sampled batches of this rank's shard; a new deterministic order every epoch."""
-        return self._loader("train", True, seed, self.rank, self.world_size)
+    def train_loader(self, seed: int, rank: int = 0, world_size: int = 1) -> Iterable:
+        """Shuffled sampled batches (this rank's part of each); a new deterministic order every epoch."""
+        return self._loader("train", True, seed, rank, world_size)
 
-    def val_loader(self) -> Iterable:
-        """Every validation node exactly once, in order, with deterministic sampling."""
-        return self._loader("val", False, 0)
+    def val_loader(self, rank: int = 0, world_size: int = 1) -> Iterable:
+        """Every validation node exactly once over all ranks, in order, with deterministic sampling."""
+        return self._loader("val", False, 0, rank, world_size)
 
-    def test_loader(self) -> Iterable:
-        return self._loader("test", False, 0)
+    def test_loader(self, rank: int = 0, world_size: int = 1) -> Iterable:
+        return self._loader("test", False, 0, rank, world_size)
 
     def __repr__(self) -> str:
         return (f"StoreNodeData(source={self.source!r}, batch_size={self.batch_size}, "

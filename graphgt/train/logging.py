@@ -8,9 +8,11 @@ from typing import Any, Dict, List, Optional
 
 
 class Logger:
-    """``start(run_dir, config)``, ``log(epoch, metrics)``, ``finish(results)``; the base logs nothing."""
+    """``start(run_dir, config, resume_epoch)``, ``log(epoch, metrics)``, ``finish(results)``; the base
+    logs nothing.  ``resume_epoch`` (a resumed run) is the last epoch whose row is kept: rows of later
+    epochs, logged after the checkpoint the run resumes from, are dropped, so no epoch appears twice."""
 
-    def start(self, run_dir: Path, config: Dict[str, Any]) -> None:
+    def start(self, run_dir: Path, config: Dict[str, Any], resume_epoch: Optional[int] = None) -> None:
         pass
 
     def log(self, epoch: int, metrics: Dict[str, float]) -> None:
@@ -36,9 +38,15 @@ class CSVLogger(Logger):
         self._fields: List[str] = []
         self._rows: List[Dict[str, float]] = []
 
-    def start(self, run_dir: Path, config: Dict[str, Any]) -> None:
+    def start(self, run_dir: Path, config: Dict[str, Any], resume_epoch: Optional[int] = None) -> None:
         self._path = Path(run_dir) / self.filename
         self._rows, self._fields = [], []
+        if resume_epoch is not None and self._path.exists():
+            with open(self._path, newline="") as f:
+                reader = csv.DictReader(f)
+                self._fields = list(reader.fieldnames or [])
+                self._rows = [row for row in reader if int(row["epoch"]) <= resume_epoch]
+            self._rewrite()
 
     def log(self, epoch: int, metrics: Dict[str, float]) -> None:
         row = {"epoch": epoch, **metrics}
@@ -73,12 +81,16 @@ class WandbLogger(CSVLogger):
         self.project, self.mode, self.entity, self.tags = project, mode, entity, list(tags or [])
         self._run = None
 
-    def start(self, run_dir: Path, config: Dict[str, Any]) -> None:
-        super().start(run_dir, config)
+    def start(self, run_dir: Path, config: Dict[str, Any], resume_epoch: Optional[int] = None) -> None:
+        super().start(run_dir, config, resume_epoch)
         import wandb
 
+        id_file = Path(run_dir) / ".wandb_run_id"
+        run_id = id_file.read_text().strip() if resume_epoch is not None and id_file.exists() else None
         self._run = wandb.init(project=self.project, entity=self.entity, mode=self.mode, dir=str(run_dir),
-                               config=config, tags=self.tags, reinit=True)
+                               config=config, tags=self.tags, reinit=True, id=run_id,
+                               resume="allow" if run_id else None)
+        id_file.write_text(self._run.id)
 
     def log(self, epoch: int, metrics: Dict[str, float]) -> None:
         super().log(epoch, metrics)

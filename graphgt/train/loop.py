@@ -1,30 +1,47 @@
-"""The training loop: one short loop for every dataset and model.
+"""The training loop: one short loop for every dataset and model, in one process or under DDP.
 
-Per epoch: train on the training loader (AdamW, warm-up + cosine schedule, gradient clipping,
-bf16 autocast on GPU), evaluate validation and test, keep the model with the best validation score.
-Everything dataset-specific comes from the data module's :class:`Task` (loss, metric, level) and
-from the batches themselves (``loss_mask`` marks the nodes of node-level batches that count).
+Per epoch: train on the training loader (AdamW, warm-up + cosine schedule, gradient clipping and
+accumulation, bf16 autocast on GPU), evaluate validation and test, keep the model with the best
+validation score, write ``last.pt``.  Everything dataset-specific comes from the data module's
+:class:`Task` (loss, metric, level) and from the batches themselves (``loss_mask`` marks the nodes
+of node-level batches that count).
+
+Under DDP (:mod:`graphgt.train.distributed`) the same loop runs on every rank: each rank trains on
+its part of every global batch; one all-reduce per step sums the loss, the number of labelled
+entries and the stop flag over the ranks, and each rank back-propagates ``W * loss_sum /
+global_count``, so DDP's gradient average is the gradient of the mean loss over the global batch
+(exactly one process's loss on the same batch).  Evaluation reassembles the ranks' predictions in
+single-process order before computing the metric.
+
+Nothing is lost (:mod:`graphgt.train.checkpoint`, :mod:`graphgt.train.signals`): ``last.pt`` after
+every epoch, ``best.pt`` on every validation improvement, a mid-epoch ``last.pt`` on SIGTERM/SIGINT
+(then :class:`~graphgt.train.signals.Preempted`), a NaN/inf loss stops before it touches the weights
+(:class:`NonFiniteLossError`, ``last.pt`` left as it was), and a resumed run continues bit-exactly.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from graphgt.data.base import DataModule, Task
-from graphgt.io import atomic_save
+from graphgt.train.checkpoint import (BEST, LAST, CheckpointError, capture_rng, load_model_state, restore_rng,
+                                      save_checkpoint)
+from graphgt.train.distributed import DDPConfig, Dist, DistributedError
 from graphgt.train.logging import Logger, NoLogger
-from graphgt.train.losses import LOSSES
+from graphgt.train.losses import LOSS_SUMS, LOSSES
 from graphgt.train.optim import WarmupCosine
+from graphgt.train.signals import Preempted, StopSignal
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf: the message names the epoch and step."""
+    """The loss became NaN/inf: the message names the epoch and step and the last good checkpoint."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -43,11 +60,48 @@ def select(out: Tensor, batch) -> Tuple[Tensor, Tensor]:
     return out, y
 
 
+def _comm_failure(e: BaseException) -> bool:
+    """Whether ``e`` is a failed collective (a dead, hung or disconnected peer)."""
+    dist_error = getattr(torch.distributed, "DistError", ())
+    text = str(e)
+    return isinstance(e, dist_error) or any(s in text for s in (
+        "Gloo", "gloo", "NCCL", "Connection closed", "Connection reset", "timed out", "Timed out", "ProcessGroup"))
+
+
 @dataclass
 class EpochResult:
     loss: float
     metric: float
     pred: Optional[Tensor] = field(default=None, repr=False)
+
+
+class EpochSums:
+    """Running sums of the training epoch in progress (checkpointed with a mid-epoch stop).
+
+    ``loss`` and ``count`` are global (summed over ranks, the same on every rank); ``preds`` and
+    ``targets`` are this rank's (gathered at the end of the epoch for the training metric).
+    """
+
+    def __init__(self) -> None:
+        self.batches, self.loss, self.count = 0, 0.0, 0.0
+        self.preds: List[Tensor] = []
+        self.targets: List[Tensor] = []
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"batches": self.batches, "loss": self.loss, "count": self.count,
+                "preds": self.preds, "targets": self.targets}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.batches, self.loss, self.count = int(state["batches"]), float(state["loss"]), float(state["count"])
+        self.preds, self.targets = list(state["preds"]), list(state["targets"])
+
+
+class _Stop(Exception):
+    """Internal: the ranks agreed to stop after batch ``batches`` of the epoch (a signal)."""
+
+    def __init__(self, batches: int):
+        super().__init__(batches)
+        self.batches = batches
 
 
 class Trainer:
@@ -58,10 +112,12 @@ class Trainer:
         optimizer: factory ``params -> Optimizer`` (a Hydra partial of ``torch.optim.AdamW``).
         scheduler: :class:`WarmupCosine` (per-step schedule) or ``None`` for a constant rate.
         grad_clip: max global gradient norm (``None``: no clipping).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...  Under DDP on GPUs each rank uses
+            ``cuda:LOCAL_RANK``.
         bf16: autocast to bfloat16 on CUDA (ignored on CPU).
-        progress: tqdm bars over epochs and (when there is more than one) batches.
-        checkpoint: write ``last.pt`` (every epoch) and ``best.pt`` (on improvement) atomically.
+        progress: tqdm bars over epochs and (when there is more than one) batches (rank 0 only).
+        checkpoint: write ``last.pt`` (every epoch, and on SIGTERM/SIGINT) and ``best.pt`` (on
+            improvement), atomically, from rank 0.
         limit_train_batches: train on at most this many batches per epoch (a compute budget for
             smoke tests and CPU runs of big configs); evaluation always covers every item of
             the validation and test splits.
@@ -70,17 +126,30 @@ class Trainer:
             such as ogbn-products' 2.2M nodes, where one test pass costs many training epochs).
         evaluate_test: ``False`` never touches the test split (model selection and budgeted runs
             on validation only); ``test_at_best_val`` is then reported as NaN.
+        accumulate_grad_batches: one optimiser step per this many batches; each step minimises
+            the mean of its batches' losses (each the mean over its global batch), which is the
+            loss of one batch that many times larger when the batches are equally large.
+        sync_batchnorm: under DDP, normalise with statistics over all ranks' batches
+            (:class:`graphgt.nn.sync_batchnorm.SyncBatchNorm`, also on CPU/gloo), so BatchNorm sees
+            the global batch as one process would.
+        resume: ``null`` (a new run), ``auto`` or a checkpoint path (see
+            :func:`graphgt.train.checkpoint.find_resume`; read by :func:`graphgt.train.run.run`).
+        distributed: a :class:`DDPConfig` (``trainer=ddp``) or ``null`` (one process, unless
+            launched by torchrun: then the environment's process group with default settings).
     """
 
     def __init__(self, max_epochs: int = 100, optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
                  scheduler: Optional[WarmupCosine] = None, grad_clip: Optional[float] = 1.0,
                  device: str = "auto", bf16: bool = True, progress: bool = True, checkpoint: bool = True,
                  limit_train_batches: Optional[int] = None, test_every_epoch: bool = True,
-                 evaluate_test: bool = True):
+                 evaluate_test: bool = True, accumulate_grad_batches: int = 1, sync_batchnorm: bool = False,
+                 resume: Optional[str] = None, distributed: Optional[DDPConfig] = None):
         if max_epochs < 1:
             raise ValueError(f"trainer.max_epochs must be >= 1, got {max_epochs}")
         if limit_train_batches is not None and limit_train_batches < 1:
             raise ValueError(f"trainer.limit_train_batches must be >= 1 or null, got {limit_train_batches}")
+        if accumulate_grad_batches < 1:
+            raise ValueError(f"trainer.accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
         self.limit_train_batches = limit_train_batches
         self.test_every_epoch = bool(test_every_epoch) and bool(evaluate_test)
         self.evaluate_test = bool(evaluate_test)
@@ -92,6 +161,10 @@ class Trainer:
         self.bf16 = bf16 and self.device.type == "cuda"
         self.progress = progress
         self.checkpoint = checkpoint
+        self.accumulate_grad_batches = int(accumulate_grad_batches)
+        self.sync_batchnorm = bool(sync_batchnorm)
+        self.resume = resume
+        self.distributed = distributed
 
     # ------------------------------------------------------------------ helpers
     def _autocast(self):
@@ -99,8 +172,8 @@ class Trainer:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _bar(self, iterable: Iterable, desc: str, leave: bool = False):
-        if not self.progress:
+    def _bar(self, iterable: Iterable, desc: str, leave: bool = False, show: bool = True):
+        if not (self.progress and show):
             return iterable
         from tqdm.auto import tqdm
 
@@ -109,108 +182,246 @@ class Trainer:
             return iterable
         return tqdm(iterable, desc=desc, total=total, leave=leave, dynamic_ncols=True)
 
+    def _wrap(self, model: nn.Module, dist: Dist) -> nn.Module:
+        """The module that trains: the model itself, or its DDP wrapper (SyncBatchNorm first if asked)."""
+        if not dist.distributed:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=dist.find_unused_parameters)
+
     # ------------------------------------------------------------------ epochs
-    def train_epoch(self, model: nn.Module, loader: Iterable, task: Task, optimizer, scheduler,
-                    epoch: int) -> EpochResult:
+    def train_epoch(self, model: nn.Module, loader: Iterable, task: Task, optimizer, scheduler, epoch: int,
+                    dist: Optional[Dist] = None, sums: Optional[EpochSums] = None,
+                    stop: Optional[StopSignal] = None, checkpoint_hint: str = "") -> EpochResult:
+        """One pass over ``loader`` from batch ``sums.batches``; raises :class:`_Stop` on an agreed signal."""
+        dist = dist or Dist()
+        sums = sums or EpochSums()
         model.train()
-        loss_fn = LOSSES[task.kind]
-        preds, targets, total, count = [], [], 0.0, 0
-        for step, batch in enumerate(self._bar(loader, f"epoch {epoch} train")):
-            if self.limit_train_batches is not None and step >= self.limit_train_batches:
-                break
-            batch = batch.to(self.device)
-            with self._autocast():
-                out = model(batch)
-            pred, y = select(out.float(), batch)
-            loss = loss_fn(pred, y)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"the training loss is {loss.item()} at epoch {epoch}, step {step}; "
-                                         "lower trainer.optimizer.lr or set trainer.grad_clip")
+        loss_sum_fn = LOSS_SUMS[task.kind]
+        total = len(loader)
+        if self.limit_train_batches is not None:
+            total = min(total, self.limit_train_batches)
+        k = self.accumulate_grad_batches
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch - 1, sums.batches)
+        stopping = False
+        if sums.batches == 0:
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            n = y.size(0)
-            total, count = total + loss.item() * n, count + n
-            preds.append(pred.detach().cpu())
-            targets.append(y.detach().cpu())
-        return EpochResult(total / max(count, 1), self._metric(task, preds, targets))
+        bar = self._bar(loader, f"epoch {epoch} train", show=dist.is_main)
+        for step, batch in enumerate(bar, start=sums.batches):
+            if step >= total:
+                break
+            window = min(k, total - (step // k) * k)         # batches in this optimiser step
+            last = (step % k == window - 1) or step == total - 1
+            batch = batch.to(self.device)
+            no_sync = model.no_sync() if (dist.distributed and not last) else contextlib.nullcontext()
+            with no_sync:
+                with self._autocast():
+                    out = model(batch)
+                pred, y = select(out.float(), batch)
+                loss_sum, count = loss_sum_fn(pred, y)
+                g_loss, g_count, g_stop = dist.all_sum([loss_sum.item(), count, 1.0 if stop and stop.requested else 0.0])
+                if not math.isfinite(g_loss):
+                    raise NonFiniteLossError(
+                        f"the training loss is {g_loss / max(g_count, 1):.6g} at epoch {epoch}, step {step} "
+                        f"(batch {step + 1} of {total}); the run stopped before this step changed the weights. "
+                        f"{checkpoint_hint}Lower trainer.optimizer.lr, set trainer.grad_clip, or check the data "
+                        "for NaN/inf features")
+                if g_count > 0:
+                    (loss_sum * (dist.world_size / (g_count * window))).backward()
+            stopping = stopping or g_stop > 0
+            if last:
+                if self.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            sums.batches = step + 1
+            sums.loss, sums.count = sums.loss + g_loss, sums.count + g_count
+            sums.preds.append(pred.detach().cpu())
+            sums.targets.append(y.detach().cpu())
+            if last and stopping:
+                raise _Stop(sums.batches)
+        loss = sums.loss / sums.count if sums.count else float("nan")
+        preds = dist.gather_batches(sums.preds) if sums.preds or dist.distributed else None
+        targets = dist.gather_batches(sums.targets) if sums.targets or dist.distributed else None
+        return EpochResult(loss, self._metric(task, preds, targets))
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: Iterable, task: Task, desc: str = "eval") -> EpochResult:
-        """Loss and metric over a whole split (every node/graph of the split counted once)."""
+    def evaluate(self, model: nn.Module, loader: Iterable, task: Task, desc: str = "eval",
+                 dist: Optional[Dist] = None) -> EpochResult:
+        """Loss and metric over a whole split (every node/graph of the split counted once).
+
+        Under DDP each rank evaluates its round-robin share of the batches with the plain model
+        (no DDP wrapper, no collectives in the forward pass), then the predictions are reassembled
+        in single-process order (:meth:`Dist.gather_batches`): the result equals one process's.
+        """
+        dist = dist or Dist()
         model.eval()
         loss_fn = LOSSES[task.kind]
         preds, targets = [], []
-        for batch in self._bar(loader, desc):
+        for batch in self._bar(loader, desc, show=dist.is_main):
             batch = batch.to(self.device)
             with self._autocast():
                 out = model(batch)
             pred, y = select(out.float(), batch)
             preds.append(pred.cpu())
             targets.append(y.cpu())
-        pred, target = torch.cat(preds), torch.cat(targets)
+        pred, target = dist.gather_batches(preds), dist.gather_batches(targets)
         return EpochResult(float(loss_fn(pred, target)), float(task.metric(pred, target)), pred)
 
     @staticmethod
-    def _metric(task: Task, preds, targets) -> float:
+    def _metric(task: Task, pred: Optional[Tensor], target: Optional[Tensor]) -> float:
+        if pred is None:
+            return float("nan")
         try:
-            return float(task.metric(torch.cat(preds), torch.cat(targets)))
+            return float(task.metric(pred, target))
         except ValueError:  # e.g. a split without both classes for ROC-AUC
             return float("nan")
 
+    # ------------------------------------------------------------------ checkpoints
+    def _save_last(self, path: Path, dist: Dist, model: nn.Module, optimizer, scheduler, position: Dict[str, int],
+                   best: Dict[str, Any], sums: EpochSums, history: Dict[str, Any],
+                   config: Optional[Mapping[str, Any]]) -> None:
+        """``last.pt`` with every rank's RNG state and running sums (a collective: all ranks call it)."""
+        per_rank = dist.all_gather_object({"rng": capture_rng(), "partial": sums.state_dict()})
+        if dist.is_main:
+            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict() if scheduler else None, "position": position,
+                             "best": best, "history": history, "world_size": dist.world_size,
+                             "rng": [r["rng"] for r in per_rank], "partial": [r["partial"] for r in per_rank],
+                             "config": config}, path)
+        dist.barrier()
+
+    def _restore(self, state: Mapping[str, Any], path: Path, dist: Dist, model: nn.Module, optimizer,
+                 scheduler, sums: EpochSums) -> None:
+        if "position" not in state:
+            raise CheckpointError(f"checkpoint '{path}' holds model weights only ({BEST}); resume from {LAST}")
+        position = state["position"]
+        if position["batch"] and state["world_size"] != dist.world_size:
+            raise CheckpointError(
+                f"checkpoint '{path}' stopped in the middle of epoch {position['epoch']} with "
+                f"{state['world_size']} processes; resume it with {state['world_size']} processes (a different "
+                "number can resume from a checkpoint taken at the end of an epoch)")
+        load_model_state(model, state, path)
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if state["world_size"] == dist.world_size:
+            restore_rng(state["rng"][dist.rank])
+            if position["batch"]:
+                sums.load_state_dict(state["partial"][dist.rank])
+
     # ------------------------------------------------------------------ fit
-    def fit(self, model: nn.Module, data: DataModule, run_dir: Path, seed: int,
-            logger: Optional[Logger] = None) -> Dict[str, Any]:
-        """Train for ``max_epochs``; returns the run's results (see ``graphgt.train.results``)."""
+    def fit(self, model: nn.Module, data: DataModule, run_dir: Path, seed: int, logger: Optional[Logger] = None,
+            dist: Optional[Dist] = None, resume_state: Optional[Mapping[str, Any]] = None,
+            resume_path: Optional[Path] = None, config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        """Train for ``max_epochs`` (or what remains of them after ``resume_state``); returns the
+        run's results (see ``graphgt.train.results``).  ``config`` (the resolved run config) is
+        stored in checkpoints to check a later resume against."""
         logger = logger or NoLogger()
+        dist = dist or Dist()
         run_dir = Path(run_dir)
+        if self.device.type == "cuda" and dist.distributed:
+            self.device = torch.device("cuda", dist.local_rank)
         task = data.spec.task
         model.to(self.device)
+        if dist.distributed and self.sync_batchnorm:
+            from graphgt.nn.sync_batchnorm import convert_sync_batchnorm
+
+            model = convert_sync_batchnorm(model)
         optimizer = self.optimizer(model.parameters())
-        train_loader = data.train_loader(seed)
-        steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else 1
+        train_loader = data.train_loader(seed, dist.rank, dist.world_size)
+        batches = len(train_loader) if hasattr(train_loader, "__len__") else 1
         if self.limit_train_batches is not None:
-            steps_per_epoch = min(steps_per_epoch, self.limit_train_batches)
+            batches = min(batches, self.limit_train_batches)
+        steps_per_epoch = -(-batches // self.accumulate_grad_batches)
         scheduler = self.scheduler.build(optimizer, steps_per_epoch, self.max_epochs) if self.scheduler else None
         sign = 1.0 if task.metric.higher_is_better else -1.0
         best = {"epoch": 0, "val": float("nan"), "test": float("nan"), "score": -float("inf")}
-        epoch_times = []
+        history: Dict[str, Any] = {"epoch_times": [], "train_loss": float("nan")}
+        position = {"epoch": 1, "batch": 0}
+        sums = EpochSums()
+        if resume_state is not None:
+            self._restore(resume_state, Path(resume_path or run_dir / LAST), dist, model, optimizer, scheduler, sums)
+            best, history, position = dict(resume_state["best"]), dict(resume_state["history"]), \
+                dict(resume_state["position"])
+        train_model = self._wrap(model, dist)
         best_state = None
+        val_loader = data.val_loader(dist.rank, dist.world_size)
+        test_loader = data.test_loader(dist.rank, dist.world_size) if self.evaluate_test else None
         nan = EpochResult(float("nan"), float("nan"))
-        for epoch in self._bar(range(1, self.max_epochs + 1), "epochs", leave=True):
-            t0 = time.perf_counter()
-            train = self.train_epoch(model, train_loader, task, optimizer, scheduler, epoch)
-            epoch_times.append(time.perf_counter() - t0)
-            val = self.evaluate(model, data.val_loader(), task, "val")
-            test = self.evaluate(model, data.test_loader(), task, "test") if self.test_every_epoch else nan
-            if sign * val.metric > best["score"]:
-                best = {"epoch": epoch, "val": val.metric, "test": test.metric, "score": sign * val.metric}
-                if not self.test_every_epoch and self.evaluate_test:
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if self.checkpoint:
-                    atomic_save({"model": model.state_dict(), "epoch": epoch}, run_dir / "best.pt")
-            logger.log(epoch, {"train_loss": train.loss, f"train_{task.metric.name}": train.metric,
-                               "val_loss": val.loss, f"val_{task.metric.name}": val.metric,
-                               "test_loss": test.loss, f"test_{task.metric.name}": test.metric,
-                               "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": epoch_times[-1]})
+        last_path = run_dir / LAST
+
+        def hint() -> str:
+            return (f"The last good checkpoint is '{last_path}' (epoch {position['epoch'] - 1} done). "
+                    if self.checkpoint and last_path.exists() else "No checkpoint was written before this step. ")
+
+        def save() -> None:
             if self.checkpoint:
-                atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "scheduler": scheduler.state_dict() if scheduler else None,
-                                   "epoch": epoch, "best": best}, run_dir / "last.pt")
-        if best_state is not None:  # one test pass, with the best validation epoch's weights
-            last_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            model.load_state_dict(best_state)
-            best["test"] = self.evaluate(model, data.test_loader(), task, "test").metric
-            model.load_state_dict(last_state)
+                self._save_last(last_path, dist, model, optimizer, scheduler, position, best, sums, history, config)
+
+        try:
+            with StopSignal() as stop:
+                epochs = range(position["epoch"], self.max_epochs + 1)
+                for epoch in self._bar(epochs, "epochs", leave=True, show=dist.is_main):
+                    t0 = time.perf_counter()
+                    try:
+                        train = self.train_epoch(train_model, train_loader, task, optimizer, scheduler, epoch,
+                                                 dist, sums, stop, hint())
+                    except _Stop as s:
+                        position = {"epoch": epoch, "batch": s.batches}
+                        save()
+                        raise Preempted(f"stopped by {stop.name} at epoch {epoch}, batch {s.batches}; "
+                                        + (f"checkpoint '{last_path}'" if self.checkpoint else
+                                           "trainer.checkpoint=false: nothing saved"), stop.requested) from None
+                    history["epoch_times"].append(time.perf_counter() - t0)
+                    history["train_loss"] = train.loss
+                    val = self.evaluate(model, val_loader, task, "val", dist)
+                    test = self.evaluate(model, test_loader, task, "test", dist) if self.test_every_epoch else nan
+                    if sign * val.metric > best["score"]:
+                        best = {"epoch": epoch, "val": val.metric, "test": test.metric, "score": sign * val.metric}
+                        if not self.test_every_epoch and self.evaluate_test and not self.checkpoint:
+                            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                        if self.checkpoint and dist.is_main:
+                            save_checkpoint({"model": model.state_dict(), "epoch": epoch, "best": best,
+                                             "config": config}, run_dir / BEST)
+                    if dist.is_main:
+                        logger.log(epoch, {"train_loss": train.loss, f"train_{task.metric.name}": train.metric,
+                                           "val_loss": val.loss, f"val_{task.metric.name}": val.metric,
+                                           "test_loss": test.loss, f"test_{task.metric.name}": test.metric,
+                                           "lr": optimizer.param_groups[0]["lr"],
+                                           "epoch_time_s": history["epoch_times"][-1]})
+                    position, sums = {"epoch": epoch + 1, "batch": 0}, EpochSums()
+                    save()
+                    if dist.all_sum([1.0 if stop.requested else 0.0])[0] > 0:
+                        raise Preempted(f"stopped by {stop.name} after epoch {epoch}; checkpoint '{last_path}'",
+                                        stop.requested or 15)
+                if not self.test_every_epoch and self.evaluate_test and best["epoch"] > 0:
+                    # one test pass, with the best validation epoch's weights
+                    last_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    if best_state is None:
+                        best_state = torch.load(run_dir / BEST, map_location=self.device, weights_only=True)["model"]
+                    model.load_state_dict(best_state)
+                    best["test"] = self.evaluate(model, test_loader, task, "test", dist).metric
+                    model.load_state_dict(last_state)
+        except RuntimeError as e:
+            if dist.distributed and _comm_failure(e) and not isinstance(e, DistributedError):
+                raise DistributedError(f"rank {dist.rank}/{dist.world_size}: a collective failed during training "
+                                       f"({str(e).strip().splitlines()[0]}); another rank died, hung or lost its "
+                                       "connection") from e
+            raise
+        times = history["epoch_times"]
         return {"metric": task.metric.name, "higher_is_better": task.metric.higher_is_better,
                 "best_val": best["val"], "test_at_best_val": best["test"], "best_epoch": best["epoch"],
-                "final_train_loss": train.loss, "epochs": self.max_epochs,
-                "epoch_time_s": sum(epoch_times) / len(epoch_times), "device": str(self.device)}
+                "final_train_loss": history["train_loss"], "epochs": self.max_epochs,
+                "epoch_time_s": sum(times) / len(times) if times else float("nan"), "device": str(self.device),
+                "world_size": dist.world_size}
 
     def __repr__(self) -> str:
         return (f"Trainer(max_epochs={self.max_epochs}, scheduler={self.scheduler!r}, grad_clip={self.grad_clip}, "
-                f"device='{self.device}', bf16={self.bf16})")
+                f"device='{self.device}', bf16={self.bf16}, accumulate_grad_batches={self.accumulate_grad_batches}, "
+                f"distributed={self.distributed!r})")

@@ -1,35 +1,59 @@
-"""The loss of each task kind (the data module's :class:`Task` decides which applies)."""
+"""The loss of each task kind (the data module's :class:`Task` decides which applies).
+
+Each loss is computed as a ``(sum, count)`` pair: the summed loss over the labelled entries and
+how many there are.  The trainer divides by the count over *all* DDP ranks, so that a step over
+``W`` ranks optimises exactly the mean loss of the union of their batches (the single-process
+loss of the global batch), whatever the ranks' batch sizes and missing labels.
+"""
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, Tuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def multiclass_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Cross-entropy; ``pred [M, C]`` logits, ``target [M]`` class ids."""
-    return F.cross_entropy(pred, target.reshape(-1).long())
+LossSum = Tuple[Tensor, int]
 
 
-def masked_bce_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Binary cross-entropy over labelled entries only (NaN target = missing label, as in OGB)."""
+def multiclass_loss_sum(pred: Tensor, target: Tensor) -> LossSum:
+    """Summed cross-entropy; ``pred [M, C]`` logits, ``target [M]`` class ids; count ``M``."""
+    return F.cross_entropy(pred, target.reshape(-1).long(), reduction="sum"), int(pred.size(0))
+
+
+def masked_bce_loss_sum(pred: Tensor, target: Tensor) -> LossSum:
+    """Summed binary cross-entropy over labelled entries only (NaN target = missing label, as in OGB)."""
     target = target.reshape(pred.shape).float()
-    valid = ~torch.isnan(target)
-    return F.binary_cross_entropy_with_logits(pred[valid], target[valid])
+    valid = ~target.isnan()
+    return F.binary_cross_entropy_with_logits(pred[valid], target[valid], reduction="sum"), int(valid.sum())
 
 
-def masked_l1_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean absolute error over non-NaN targets."""
+def masked_l1_loss_sum(pred: Tensor, target: Tensor) -> LossSum:
+    """Summed absolute error over non-NaN targets."""
     target = target.reshape(pred.shape).float()
-    valid = ~torch.isnan(target)
-    return (pred[valid] - target[valid]).abs().mean()
+    valid = ~target.isnan()
+    return (pred[valid] - target[valid]).abs().sum(), int(valid.sum())
 
 
-LOSSES: Dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "multiclass": multiclass_loss,
-    "binary": masked_bce_loss,
-    "multilabel": masked_bce_loss,
-    "regression": masked_l1_loss,
+LOSS_SUMS: Dict[str, Callable[[Tensor, Tensor], LossSum]] = {
+    "multiclass": multiclass_loss_sum,
+    "binary": masked_bce_loss_sum,
+    "multilabel": masked_bce_loss_sum,
+    "regression": masked_l1_loss_sum,
 }
+
+
+def _mean(loss_sum: Callable[[Tensor, Tensor], LossSum]) -> Callable[[Tensor, Tensor], Tensor]:
+    def mean(pred: Tensor, target: Tensor) -> Tensor:
+        total, count = loss_sum(pred, target)
+        return total / count if count else total * float("nan")
+
+    mean.__name__ = loss_sum.__name__.replace("_sum", "")
+    mean.__doc__ = f"The mean of :func:`{loss_sum.__name__}` (NaN without labelled entries)."
+    return mean
+
+
+multiclass_loss = _mean(multiclass_loss_sum)
+masked_bce_loss = _mean(masked_bce_loss_sum)
+masked_l1_loss = _mean(masked_l1_loss_sum)
+
+LOSSES: Dict[str, Callable[[Tensor, Tensor], Tensor]] = {kind: _mean(fn) for kind, fn in LOSS_SUMS.items()}

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch_geometric.data import Batch
 from torch_geometric.datasets import FakeDataset
@@ -38,3 +39,39 @@ def test_loader_covers_every_graph_once_deterministically_with_and_without_worke
     for _ in range(2):
         ids = torch.cat([b.gid for b in GraphBatchLoader(packed, batch_size=16, shuffle=True, seed=3)])
         assert sorted(ids.tolist()) == list(range(40))
+
+
+@pytest.mark.parametrize("n,b,w", [(100, 8, 2), (101, 8, 3), (17, 4, 4), (9, 4, 2), (33, 16, 2)])
+def test_ddp_graph_batches_split_each_global_batch(n, b, w):
+    """Rank r's step i is part r of one process's batch i with a w-times larger batch; evaluation
+    batches are the single-process ones dealt round-robin; every graph once per pass."""
+    from graphgt.data.loader import graph_batch_plan
+
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(n))
+    single = graph_batch_plan(order, b * w, True)
+    if single[-1].numel() < w:  # a last global batch too small to share is merged into the one before
+        single[-2:] = [torch.cat(single[-2:])]
+    ranks = [graph_batch_plan(order, b, True, r, w) for r in range(w)]
+    assert {len(p) for p in ranks} == {len(single)}                       # same steps on every rank
+    assert all(len(batch) > 0 for p in ranks for batch in p)
+    for i, batch in enumerate(single):
+        assert torch.equal(torch.cat([p[i] for p in ranks]), batch)
+    evals = [graph_batch_plan(order, b, False, r, w) for r in range(w)]
+    for g, batch in enumerate(order.split(b)):
+        assert torch.equal(evals[g % w][g // w], batch)
+
+
+def test_full_batch_loader_shares_the_training_nodes():
+    from torch_geometric.data import Batch, Data
+
+    from graphgt.data.common import FullBatchLoader
+
+    batch = Batch.from_data_list([Data(x=torch.zeros(10, 1), edge_index=torch.zeros(2, 0, dtype=torch.long))])
+    batch.loss_mask = torch.tensor([1, 0, 1, 1, 0, 1, 1, 0, 1, 1], dtype=torch.bool)
+    masks = [next(iter(FullBatchLoader(batch, True, r, 3))).loss_mask for r in range(3)]
+    assert torch.equal(sum(m.long() for m in masks).bool(), batch.loss_mask)    # disjoint, covering
+    assert [int(m.sum()) for m in masks] == [3, 2, 2]
+    assert [len(FullBatchLoader(batch, False, r, 3)) for r in range(3)] == [1, 0, 0]
+    loader = FullBatchLoader(batch, True)
+    loader.set_epoch(4, start=1)
+    assert list(loader) == [] and len(list(loader)) == 1

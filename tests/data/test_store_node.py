@@ -82,10 +82,9 @@ def test_evaluation_covers_every_split_node_once(tmp_path, store_path):
     # training: each rank of 2 sees a disjoint half, together every training node, same batch count
     shards = []
     for rank in range(2):
-        data.shard(rank, 2)
-        loader = data.train_loader(seed=3)
+        loader = data.train_loader(seed=3, rank=rank, world_size=2)
         shards.append(np.concatenate([b.n_id[b.loss_mask].numpy() for b in loader]))
-    assert len(data.train_loader(3)) == len(loader)
+    assert len(data.train_loader(3, 0, 2)) == len(loader)
     assert not set(shards[0]) & set(shards[1])
     np.testing.assert_array_equal(np.sort(np.concatenate(shards)), np.asarray(data.store.split("train")))
 

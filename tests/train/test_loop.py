@@ -76,9 +76,9 @@ def test_test_split_once_at_the_end_with_best_weights(tmp_path):
     calls = []
     original = loop.Trainer.evaluate
 
-    def counting(self, model, loader, task, desc="eval"):
+    def counting(self, model, loader, task, desc="eval", dist=None):
         calls.append(desc)
-        return original(self, model, loader, task, desc)
+        return original(self, model, loader, task, desc, dist)
 
     loop.Trainer.evaluate = counting
     try:

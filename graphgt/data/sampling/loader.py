@@ -5,19 +5,28 @@ neighbourhood (:class:`NeighborSampler` or :class:`TokenSampler`), gathers the r
 store's features, labels and positional encodings, and yields PyG ``Data`` objects that the
 trainer consumes like any other batch (``batch.y[batch.loss_mask]`` are the outputs that count).
 
-Batch plan of pass ``e`` (``n`` seeds, ``W = world_size`` ranks, batch size ``b``)::
+Batch plan of pass ``e`` (``n`` seeds, ``W = world_size`` ranks, ``b`` seeds per rank and batch).
+Shuffled passes (training) split every *global* batch across the ranks::
 
-    order   = seeds[perm(seed, e)]        (shuffle)   |   seeds        (no shuffle)
-    shard_r = array_split(order, W)[r]    disjoint, together every seed exactly once
-    T       = ceil(ceil(n / W) / b)       batches per rank, the same on every rank
-    batch_{r,i} = array_split(shard_r, T)[i]     sizes differ by at most one, all <= b
+    order   = seeds[perm(seed, e)]
+    T       = ceil(n / (W * b))                   steps per pass, the same on every rank
+    G_i     = array_split(order, T)[i]            global batch i: sizes differ by at most one
+    batch_{r,i} = array_split(G_i, W)[r]          rank r's part of step i (at most b seeds)
 
-Every rank runs the same number of steps, so DDP's collective calls never wait on a rank that has
-run out of data.  Batch ``i`` of rank ``r`` is sampled with the seed
-``mix(seed, e, i * W + r)``: a batch depends only on ``(seed, e, r, i)``, never on which process
-builds it, so 0, 1 or 2 worker processes give identical batches.  Without shuffling (evaluation)
-the sampling seed uses ``e = 0``: every pass over a validation split sees the same sampled
-neighbourhoods, so scores of different epochs are comparable.
+so the ranks' step-``i`` batches together are exactly the batch ``i`` of one process with batch
+size ``W * b`` (DDP over ``W`` ranks trains on the same global batches as one process), every seed
+is used once per pass, and every rank runs the same number of steps, so DDP's collective calls never
+wait on a rank that has run out of data.  Ordered passes (evaluation) deal whole batches of the
+single-process plan ``array_split(seeds, ceil(n / b))`` round-robin: rank ``r`` gets batches
+``r, r + W, r + 2W, ...`` (ranks may differ by one batch; evaluation has no collectives), so each
+evaluation batch, and its prediction, is the one a single process would compute.
+
+Batch ``i`` of rank ``r`` is sampled with the seed ``mix(seed, e, i * W + r)`` in training and
+``mix(seed, 0, g)`` for evaluation batch ``g`` of the single-process plan: a batch depends only on
+``(seed, e, r, i)``, never on which process builds it, so 0, 1 or 2 worker processes give identical
+batches, and evaluation over ``W`` ranks samples exactly what one process samples.  Evaluation uses
+``e = 0``: every pass over a validation split sees the same sampled neighbourhoods, so scores of
+different epochs are comparable.
 
 Worker processes are a ``torch.utils.data.DataLoader`` over "batch keys" ``(e, i)``: a worker
 derives the plan of pass ``e`` itself (once per pass) from the same seeds, so nothing but the
@@ -42,9 +51,13 @@ Sampler = Union[NeighborSampler, TokenSampler]
 
 # --------------------------------------------------------------------------- the batch plan
 def num_batches(num_seeds: int, batch_size: int, world_size: int = 1) -> int:
-    """Batches per rank: ``ceil(ceil(num_seeds / world_size) / batch_size)``."""
-    per_rank = -(-num_seeds // world_size)
-    return -(-per_rank // batch_size)
+    """Steps of a shuffled pass (every rank): ``ceil(num_seeds / (world_size * batch_size))``."""
+    return -(-num_seeds // (world_size * batch_size))
+
+
+def num_eval_batches(num_seeds: int, batch_size: int, rank: int = 0, world_size: int = 1) -> int:
+    """Batches of rank ``rank`` in an ordered pass: its round-robin share of ``ceil(num_seeds / batch_size)``."""
+    return len(range(rank, num_batches(num_seeds, batch_size), world_size))
 
 
 def epoch_order(seeds: np.ndarray, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
@@ -57,10 +70,12 @@ def epoch_order(seeds: np.ndarray, seed: int, epoch: int, shuffle: bool) -> np.n
 
 def plan_batches(seeds: np.ndarray, batch_size: int, shuffle: bool, seed: int, epoch: int,
                  rank: int = 0, world_size: int = 1) -> List[np.ndarray]:
-    """The seed batches of ``rank`` in pass ``epoch`` (module docstring; the same count on every rank)."""
+    """The seed batches of ``rank`` in pass ``epoch`` (module docstring)."""
+    if not shuffle:
+        return np.array_split(seeds, num_batches(seeds.shape[0], batch_size))[rank::world_size]
     order = epoch_order(seeds, seed, epoch, shuffle)
-    shard = np.array_split(order, world_size)[rank]
-    return np.array_split(shard, num_batches(seeds.shape[0], batch_size, world_size))
+    steps = np.array_split(order, num_batches(seeds.shape[0], batch_size, world_size))
+    return [np.array_split(step, world_size)[rank] for step in steps]
 
 
 # --------------------------------------------------------------------------- gathering
@@ -171,6 +186,7 @@ class _BatchBuilder(torch.utils.data.Dataset):
         return self._plan[1]
 
     def batch_seed(self, epoch: int, i: int) -> int:
+        """Train: ``i * W + r``; evaluation: the global batch number ``r + i * W`` (the same value)."""
         return mix_seed(self.seed, epoch if self.shuffle else 0, i * self.world_size + self.rank)
 
     def __getitem__(self, key: Tuple[int, int]) -> Union[SampledSubgraph, TokenBatch]:
@@ -199,7 +215,9 @@ class _BatchBuilder(torch.utils.data.Dataset):
             release_pages(arr)
 
     def __len__(self) -> int:
-        return num_batches(self.seeds.shape[0], self.batch_size, self.world_size)
+        if self.shuffle:
+            return num_batches(self.seeds.shape[0], self.batch_size, self.world_size)
+        return num_eval_batches(self.seeds.shape[0], self.batch_size, self.rank, self.world_size)
 
 
 class _KeySampler(torch.utils.data.Sampler):
@@ -213,8 +231,8 @@ class _KeySampler(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         loader = self._loader()
-        epoch = loader._current if loader is not None else 0
-        return iter([(epoch, i) for i in range(self._len)])
+        epoch, start = (loader._current, loader._current_start) if loader is not None else (0, 0)
+        return iter([(epoch, i) for i in range(start, self._len)])
 
     def __len__(self) -> int:
         return self._len
@@ -254,8 +272,9 @@ class NodeLoader:
         num_workers: worker processes building batches (0 = in this process); results are the
             same for any number.
         prefetch_factor: batches each worker prepares ahead.
-        rank, world_size: this process's share under DDP: a disjoint shard of the seeds, with
-            the same number of batches on every rank.
+        rank, world_size: this process's share under DDP: its part of every global batch
+            (shuffled passes; the same number of steps on every rank) or its round-robin share of
+            the batches (ordered passes), see the module docstring.
         pe_keys: stored positional encodings to gather (keys of ``store.pe()``).
         release_every: call ``store.release()`` every this many batches in the process that
             gathers (bounded RSS on memory-mapped stores bigger than RAM); 0 = never.
@@ -290,10 +309,10 @@ class NodeLoader:
             raise ValueError(f"rank={rank} must lie in [0, world_size={world_size})")
         n = seeds.shape[0]
         t = num_batches(n, batch_size, world_size)
-        if n // world_size < t:
+        if shuffle and n // t < world_size:
             raise ValueError(f"{n} seeds over world_size={world_size} ranks with batch_size={batch_size} would leave "
-                             f"some rank an empty batch ({t} batches per rank but only {n // world_size} seeds on "
-                             "the smallest shard); raise batch_size or lower world_size")
+                             f"some rank an empty batch (the smallest of the {t} global batches has {n // t} seeds "
+                             "for the ranks to share); raise batch_size or lower world_size")
         if isinstance(pe_keys, str):
             pe_keys = (pe_keys,)
         missing = [k for k in pe_keys if not store.has(f"pe/{k}")]
@@ -317,19 +336,23 @@ class NodeLoader:
         self.hop_features = int(hop_features)
         self.release_every = int(release_every)
         self.epoch = 0
-        self._current = 0
+        self._current = self._current_start = self._start = 0
         self._builder = _BatchBuilder(store, seeds, sampler, self.batch_size, self.shuffle, self.seed,
                                       self.rank, self.world_size, self.pe_keys, self.release_every,
                                       self.hop_features)
         self._workers: Optional[torch.utils.data.DataLoader] = None
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next pass pass number ``epoch`` (its shuffle and samples; later passes count on)."""
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Make the next pass pass number ``epoch`` (its shuffle and samples; later passes count on),
+        beginning at its batch ``start`` (a resumed run skips the batches it already trained on;
+        skipped batches are neither sampled nor gathered)."""
+        if not 0 <= start <= len(self):
+            raise ValueError(f"start={start} must lie in [0, {len(self)}] (batches per pass)")
+        self.epoch, self._start = int(epoch), int(start)
 
     def __len__(self) -> int:
-        """Batches per pass on this rank (the same on every rank)."""
-        return num_batches(self.seeds.shape[0], self.batch_size, self.world_size)
+        """Batches per pass on this rank (shuffled passes: the same on every rank)."""
+        return len(self._builder)
 
     def batches(self, epoch: int) -> List[np.ndarray]:
         """The seed batches of pass ``epoch`` on this rank (what the pass will sample)."""
@@ -337,10 +360,11 @@ class NodeLoader:
 
     def __iter__(self) -> Iterator[Data]:
         self._current = epoch = self.epoch
+        self._current_start, self._start = self._start, 0
         self.epoch += 1
         builder = self._builder
-        if self.num_workers == 0:
-            return (builder.build(builder[(epoch, i)]) for i in range(len(self)))
+        if self.num_workers == 0 or self._current_start >= len(self):
+            return (builder.build(builder[(epoch, i)]) for i in range(self._current_start, len(self)))
         if self._workers is None:
             self._workers = torch.utils.data.DataLoader(
                 builder, batch_size=None, sampler=_KeySampler(self), collate_fn=_first,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from graphgt.data.sampling import NeighborSampler, NodeLoader, TokenSampler, num_batches, plan_batches
+from graphgt.data.sampling import NeighborSampler, NodeLoader, TokenSampler, num_batches, num_eval_batches, plan_batches
 from graphgt.data.store import write_store
 from graphgt.nn.attention.base import AttentionContext
 from graphgt.train.loop import select
@@ -126,18 +126,25 @@ def test_evaluation_covers_every_seed_once_in_order(store):
 
 
 @pytest.mark.parametrize("n,batch_size,world_size", [(150, 40, 1), (150, 40, 2), (151, 16, 3), (1000, 64, 4),
-                                                     (97, 7, 8), (10, 3, 4), (33, 1, 3)])
+                                                     (97, 7, 8), (10, 3, 3), (33, 1, 3)])
 def test_ddp_shards_disjoint_covering_equal_length(n, batch_size, world_size):
     seeds = np.random.default_rng(n).permutation(5 * n)[:n]
-    for epoch, shuffle in ((0, True), (3, True), (0, False)):
-        per_rank = [plan_batches(seeds, batch_size, shuffle, 5, epoch, r, world_size) for r in range(world_size)]
-        counts = {len(p) for p in per_rank}
-        assert counts == {num_batches(n, batch_size, world_size)}                  # same number of steps
+    for epoch in (0, 3):
+        per_rank = [plan_batches(seeds, batch_size, True, 5, epoch, r, world_size) for r in range(world_size)]
+        assert {len(p) for p in per_rank} == {num_batches(n, batch_size, world_size)}  # same number of steps
         flat = np.concatenate([np.concatenate(p) for p in per_rank])
         assert len(flat) == n and sorted(flat.tolist()) == sorted(seeds.tolist())  # disjoint and covering
         assert all(0 < len(b) <= batch_size for p in per_rank for b in p)
-        if not shuffle:
-            np.testing.assert_array_equal(flat, seeds)
+        # the ranks' step-i batches are together one process's batch i with a W times larger batch
+        single = plan_batches(seeds, batch_size * world_size, True, 5, epoch)
+        for i, batch in enumerate(single):
+            np.testing.assert_array_equal(np.concatenate([p[i] for p in per_rank]), batch)
+    # evaluation: the single-process batches dealt round-robin
+    single = plan_batches(seeds, batch_size, False, 5, 0)
+    per_rank = [plan_batches(seeds, batch_size, False, 5, 0, r, world_size) for r in range(world_size)]
+    assert [len(p) for p in per_rank] == [num_eval_batches(n, batch_size, r, world_size) for r in range(world_size)]
+    for g, batch in enumerate(single):
+        np.testing.assert_array_equal(per_rank[g % world_size][g // world_size], batch)
 
 
 def test_ddp_loaders(store):
@@ -150,7 +157,7 @@ def test_ddp_loaders(store):
         got = [torch.cat([d.n_id[:d.num_seeds] for d in ld]) for ld in loaders]
         assert sorted(torch.cat(got).tolist()) == sorted(train.tolist())
     with pytest.raises(ValueError, match="empty batch"):
-        NodeLoader(store, train[:5], sampler, batch_size=1, shuffle=True, world_size=4)
+        NodeLoader(store, train[:3], sampler, batch_size=1, shuffle=True, world_size=4)
     with pytest.raises(ValueError, match="rank=3"):
         NodeLoader(store, train, sampler, batch_size=8, shuffle=True, rank=3, world_size=3)
 

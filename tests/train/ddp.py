@@ -1,0 +1,72 @@
+"""Helpers of the multi-process tests: run ``graphgt train`` (alone, under torchrun, or as hand-made
+ranks) in subprocesses on CPU, and read what a run wrote."""
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from tests.conftest import REPO
+
+#: a small graph-level job: 320 training graphs, GIN + full attention, BatchNorm, no dropout
+FAST = ["data=pyg-fake", "data.dataset.num_graphs=400", "local=gin", "pe=none", "model.hidden=16",
+        "model.layers=2", "trainer.progress=false"]
+
+
+def env(**extra: str) -> Dict[str, str]:
+    e = dict(os.environ)
+    e.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"})
+    e.update(extra)
+    return e
+
+
+def graphgt(args: List[str], timeout: float = 300, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "graphgt.cli", "train", *args], env=env(**extra), cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def torchrun_cmd(args: List[str], nproc: int = 2) -> List[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "graphgt.cli", "train", *args]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rank_env(rank: int, world: int, port: int) -> Dict[str, str]:
+    """What torchrun would set for a rank (to start ranks by hand, as srun does)."""
+    return env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def metrics(run_dir: Path, drop=("epoch_time_s",)) -> List[Dict[str, float]]:
+    with open(Path(run_dir) / "metrics.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
+
+
+def weights(path: Path, key: str = "model") -> Dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)[key]
+
+
+def assert_same_weights(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+def explain(proc: subprocess.CompletedProcess) -> str:
+    return f"rc={proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+
+
+def last_position(run_dir: Path) -> Optional[Dict[str, int]]:
+    path = Path(run_dir) / "last.pt"
+    return torch.load(path, weights_only=True)["position"] if path.exists() else None

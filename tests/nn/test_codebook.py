@@ -3,10 +3,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +11,7 @@ from omegaconf import OmegaConf
 
 from graphgt.nn.attention.base import AttentionContext, GlobalAttention
 from graphgt.nn.attention.codebook import CodebookAttention, nearest_centroid
+from tests.train.ddp import run_ranks
 
 REPO = Path(__file__).resolve().parents[2]
 DIM, HEADS = 8, 2
@@ -369,12 +366,6 @@ def test_set_codebook_validation():
 
 # ---------------------------------------------------------------- DDP
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not (torch.distributed.is_available()
                          and torch.distributed.is_gloo_available()),
                     reason="torch.distributed with gloo is required")
@@ -382,20 +373,7 @@ def test_ddp_two_ranks_keep_bitwise_identical_codebooks(tmp_path):
     """2 gloo processes, different data per rank, 10 DDP training steps: with sync=True the
     codebook buffers are bitwise equal on both ranks (restarts happened, centroids moved); with
     sync=False they differ."""
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    worker = Path(__file__).with_name("ddp_codebook_worker.py")
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, str(worker), str(rank), "2", port, str(tmp_path)],
-                              env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for rank in range(2)]
-    try:
-        logs = [p.communicate(timeout=120)[0].decode(errors="replace") for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    run_ranks(Path(__file__).with_name("ddp_codebook_worker.py"), tmp_path)
     r0, r1 = (torch.load(tmp_path / f"sync_{r}.pt") for r in range(2))
     for name in ("centroids", "ema_count", "ema_sum", "num_updates", "num_restarts", "init"):
         assert torch.equal(r0[name], r1[name]), name

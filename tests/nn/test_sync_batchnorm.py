@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch.distributed as dist  # noqa: E402
 from torch import nn  # noqa: E402
 
 from graphgt.nn.sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm  # noqa: E402
+from tests.train.ddp import free_port, run_ranks  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 IN_DIM, C = 3, 4
@@ -205,7 +204,7 @@ def test_single_process_is_bitwise_batchnorm1d(kw, shape):
 def test_single_process_group_of_size_one_is_bitwise_batchnorm1d():
     if not (dist.is_available() and dist.is_gloo_available()) or dist.is_initialized():
         pytest.skip("needs gloo and no initialised process group")
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0,
                             world_size=1)
     try:
         _assert_bitwise_same(*_pair(), (6, C))
@@ -288,12 +287,6 @@ def test_convert_root_dtype_and_pyg_batchnorm():
 
 # ---------------------------------------------------------------- 2 processes, gloo
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _reference(name: str, spec: dict) -> dict:
     n = sum(spec["rows"])
     return _run_case(spec, _case_data(name, spec), nn.BatchNorm1d(C, **_bn_kwargs(spec)),
@@ -310,19 +303,7 @@ def two_rank_results(tmp_path_factory):
     if not (dist.is_available() and dist.is_gloo_available()):
         pytest.skip("torch.distributed with gloo is required")
     out = tmp_path_factory.mktemp("sync_bn")
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, __file__, str(rank), "2", port, str(out)],
-                              env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for rank in range(2)]
-    try:
-        logs = [p.communicate(timeout=120)[0].decode(errors="replace") for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    run_ranks(Path(__file__), out)
     return [torch.load(out / f"rank_{r}.pt") for r in range(2)]
 
 

@@ -70,3 +70,19 @@ def explain(proc: subprocess.CompletedProcess) -> str:
 def last_position(run_dir: Path) -> Optional[Dict[str, int]]:
     path = Path(run_dir) / "last.pt"
     return torch.load(path, weights_only=True)["position"] if path.exists() else None
+
+
+def run_ranks(script: Path, out_dir: Path, world: int = 2, timeout: float = 120) -> None:
+    """Run ``python SCRIPT RANK WORLD PORT OUT_DIR`` for every rank (a gloo job on 127.0.0.1:PORT)
+    and fail with every rank's output if one of them fails or outlives ``timeout``."""
+    port = str(free_port())
+    procs = [subprocess.Popen([sys.executable, str(script), str(rank), str(world), port, str(out_dir)],
+                              env=env(PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])),
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for rank in range(world)]
+    try:
+        logs = [p.communicate(timeout=timeout)[0].decode(errors="replace") for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -23,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from graphgt.nn.attention.base import AttentionContext  # noqa: E402
 from graphgt.nn.attention.codebook import CodebookAttention  # noqa: E402
+from tests.train.ddp import join_ranks_from_argv  # noqa: E402
 
 STEPS, N, IN_DIM, DIM = 10, 16, 8, 8
 # DDP must not copy rank 0's buffers before each forward (newer torch renamed the argument)
@@ -68,11 +68,7 @@ def run(sync: bool, rank: int) -> dict:
 
 
 def main() -> None:
-    rank, world, port, out_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = port
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    rank, world, out_dir = join_ranks_from_argv()
     try:
         for sync in (True, False):
             result = run(sync, rank)

@@ -23,7 +23,7 @@ import torch.distributed as dist  # noqa: E402
 from torch import nn  # noqa: E402
 
 from graphgt.nn.sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm  # noqa: E402
-from tests.train.ddp import free_port, run_ranks  # noqa: E402
+from tests.train.ddp import free_port, join_ranks_from_argv, run_ranks  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 IN_DIM, C = 3, 4
@@ -143,11 +143,7 @@ def _worker(rank: int, world: int, out_dir: str) -> None:
 
 
 def _worker_main() -> None:
-    rank, world, port, out_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = port
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    rank, world, out_dir = join_ranks_from_argv()
     try:
         _worker(rank, world, out_dir)
     finally:

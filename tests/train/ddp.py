@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -86,3 +86,16 @@ def run_ranks(script: Path, out_dir: Path, world: int = 2, timeout: float = 120)
             if p.poll() is None:
                 p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+
+
+def join_ranks_from_argv() -> Tuple[int, int, str]:
+    """The worker side of :func:`run_ranks`: join the gloo group that ``argv`` describes (one thread);
+    returns ``(rank, world, out_dir)``.  The caller destroys the process group when done."""
+    import torch.distributed as dist
+
+    rank, world, port, out_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    torch.set_num_threads(1)
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = port
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    return rank, world, out_dir

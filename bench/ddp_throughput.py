@@ -69,7 +69,7 @@ def main() -> None:
         results = {}
         for i, (name, cmd, threads) in enumerate(configs):
             results[name] = run(cmd, threads, cache, tmp / f"run{i}")
-    from graphgt.data.synthetic_large import products_spec
+    from graphgt.data.store.synthetic import products_spec
 
     spec = products_spec(args.scale)
     seeds = spec.train

@@ -83,7 +83,7 @@ def child_train(args) -> Dict[str, float]:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from graphgt.train.run import seed_everything
+    from graphgt.app import build_trainer, seed_everything
 
     overrides = ["experiment=papers-synth-gps", f"data.source.builder.fraction={args.fraction}",
                  f"data.source.seed={args.seed}", f"data.store_root={args.root}", f"data.num_workers={args.workers}",
@@ -94,9 +94,9 @@ def child_train(args) -> Dict[str, float]:
     data = instantiate(cfg.data)
     data.load(Path(cfg.cache_dir))
     data.setup([], Path(cfg.cache_dir))
-    model = instantiate(cfg.model, spec=data.spec, local=instantiate(cfg.local),
-                        attention=instantiate(cfg.attention), pe=[])
-    trainer = instantiate(cfg.trainer)
+    model = instantiate(cfg.model, _partial_=True)(spec=data.spec, local=instantiate(cfg.local),
+                                                   attention=instantiate(cfg.attention), pe=[])
+    trainer, _ = build_trainer(cfg)
     optimizer = trainer.optimizer(model.parameters())
     losses, nodes = [], 0
     t0 = time.perf_counter()

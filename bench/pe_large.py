@@ -94,7 +94,7 @@ def lap_residuals(indptr, indices, vec: np.ndarray, val: np.ndarray) -> np.ndarr
 def child(args) -> dict:
     """Compute one encoding on the store; returns the measurements."""
     from graphgt.data.store import GraphStore
-    from graphgt.pe.store_pe import save_store_pe
+    from graphgt.data.store.pe import save_store_pe
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     store = GraphStore.open(args.store)
@@ -164,7 +164,7 @@ def run_child(name: str, args) -> dict:
 
 
 def build(path: str, scale: float) -> None:
-    from graphgt.data.synthetic_large import build_shaped, products_spec
+    from graphgt.data.store.synthetic import build_shaped, products_spec
 
     t0 = time.perf_counter()
     store = build_shaped(path, products_spec(scale), seed=0, overwrite=True, log=print)

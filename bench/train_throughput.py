@@ -22,7 +22,7 @@ once), ``AtomEncoder``/``BondEncoder``, ``GPSConv(64, GINEConv(nn), heads=4, att
 **graphgt side** goes through graphgt's own config and code: the Hydra config ``train`` composed
 from ``configs/`` with ``data=ogbg-molbace local=gine attention=<full|performer> pe=rwse
 model.hidden=64 model.layers=3 attention.heads=4 data.batch_size=32 ...``, validated and built
-exactly as :func:`graphgt.train.run.run` does (data module, PE, local/attention factories,
+exactly as :func:`graphgt.app.run` does (data module, PE, local/attention factories,
 ``GPSModel``, ``Trainer``); each epoch is one call of ``Trainer.train_epoch`` (graphgt's packed
 loader included) and evaluation is ``Trainer.evaluate``.
 
@@ -291,12 +291,12 @@ def graphgt_overrides(attn: str, attn_dropout: float, data_root: Path, cache_dir
 
 
 def build_graphgt(attn: str, attn_dropout: float, data_root: Path, cache_dir: Path, epochs: int, seed: int):
-    """Compose graphgt's Hydra config and build everything as ``graphgt.train.run.run`` does."""
+    """Compose graphgt's Hydra config and build everything as ``graphgt.app.run`` does."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     from graphgt.config.validate import validate_config
-    from graphgt.train.run import check_compatibility, seed_everything as gg_seed
+    from graphgt.app import build_objective, build_trainer, check_compatibility, seed_everything as gg_seed
 
     overrides = graphgt_overrides(attn, attn_dropout, data_root, cache_dir, epochs, seed)
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
@@ -308,13 +308,13 @@ def build_graphgt(attn: str, attn_dropout: float, data_root: Path, cache_dir: Pa
     pes = {name: instantiate(entry.compute) for name, entry in pe_cfg.items()}
     local = instantiate(cfg.local)
     attention = instantiate(cfg.attention)
-    trainer = instantiate(cfg.trainer)
+    trainer, _ = build_trainer(cfg)
     gg_seed(cfg.seed)
     data.setup(list(pes.values()), Path(cfg.cache_dir))
     check_compatibility(local, data.spec, "gine")
     gg_seed(cfg.seed)
     branches = [(pes[name], instantiate(entry.encoder)) for name, entry in pe_cfg.items()]
-    model = instantiate(cfg.model, spec=data.spec, local=local, attention=attention, pe=branches)
+    model = instantiate(cfg.model, _partial_=True)(spec=data.spec, local=local, attention=attention, pe=branches)
     # Trainer.fit's set-up, without its evaluation/checkpointing so that only train_epoch is timed
     model.to(trainer.device)
     optimizer = trainer.optimizer(model.parameters())
@@ -324,16 +324,14 @@ def build_graphgt(attn: str, attn_dropout: float, data_root: Path, cache_dir: Pa
     return model, optimizer, scheduler, trainer, data, train_loader, overrides
 
 
-def graphgt_breakdown_epoch(model, optimizer, scheduler, trainer, loader, task, timer: Timer) -> None:
+def graphgt_breakdown_epoch(model, optimizer, scheduler, trainer, loader, objective, timer: Timer) -> None:
     """A mirror of ``Trainer.train_epoch`` (graphgt/train/loop.py) with a timer lap after each phase."""
     import torch
     from torch import nn
 
     from graphgt.train.loop import select
-    from graphgt.train.losses import LOSSES
-
     model.train()
-    loss_fn = LOSSES[task.kind]
+    loss_fn = objective.loss
     preds, targets, total, count = [], [], 0.0, 0
     limit = getattr(trainer, "limit_train_batches", None)
     timer.lap("other")
@@ -364,7 +362,7 @@ def graphgt_breakdown_epoch(model, optimizer, scheduler, trainer, loader, task, 
         preds.append(pred.detach().cpu())
         targets.append(y.detach().cpu())
         timer.lap("other")
-    trainer._metric(task, preds, targets)
+    trainer._metric(objective, torch.cat(preds), torch.cat(targets))
     timer.lap("train metric")
 
 
@@ -444,7 +442,9 @@ def worker(spec: Dict[str, Any]) -> None:
             copy_dataset(Path(spec["data"]), root / "ogb" / "ogbg_molbace")
             model, optimizer, scheduler, trainer, data, train_loader, overrides = build_graphgt(
                 attn, spec["attn_dropout"], root, tmp / "graphgt-cache", epochs, seed)
-            task = data.spec.task
+            from graphgt.app import build_objective
+
+            task = build_objective(data.spec)
             steps = len(train_loader)
             epoch_no = [0]
 

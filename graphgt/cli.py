@@ -33,53 +33,36 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def _precheck_run_dir(overrides: List[str]) -> None:
-    """Hydra writes ``.hydra/`` into the run dir before our code runs: refuse an old run's dir first
-    (unless the run is to be resumed: ``trainer.resume=...``)."""
-    from graphgt.train.run import check_run_dir
-    from graphgt.config.errors import ConfigError
+def _exit_on(error: BaseException) -> None:
+    """The one place where graphgt's errors become a message and an exit status (no traceback)."""
+    from graphgt.errors import GraphGTError, Preempted
 
-    if any(item.startswith("trainer.resume=") and item.split("=", 1)[1] not in ("null", "None", "")
-           for item in overrides):
-        return
-    for item in overrides:
-        if item.startswith("hydra.run.dir="):
-            run_dir = Path(item.split("=", 1)[1])
-            try:
-                check_run_dir(run_dir)
-            except ConfigError as e:
-                _fail(str(e))
-            if (run_dir / ".hydra").exists():
-                _fail(f"hydra.run.dir={run_dir} holds an earlier run's .hydra/ config; choose a new hydra.run.dir")
+    if isinstance(error, Preempted):
+        print(f"graphgt: {error}; continue with the same command plus trainer.resume=auto", file=sys.stderr)
+        sys.exit(error.exit_code)
+    if isinstance(error, GraphGTError):
+        _fail(str(error), error.exit_code)
+    raise error
 
 
 def _hydra_train() -> Optional[float]:
     import graphgt.config  # noqa: F401  (registers the config resolvers before Hydra composes)
     import hydra
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import DictConfig
+    from omegaconf import DictConfig, OmegaConf
 
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
     def task(cfg: DictConfig) -> Optional[float]:
-        from graphgt.config.errors import ConfigError
-        from graphgt.train.run import run
-
-        from graphgt.train.distributed import DistributedError
-        from graphgt.train.loop import NonFiniteLossError
-        from graphgt.train.signals import Preempted
+        from graphgt.app import run as run_training
+        from graphgt.errors import GraphGTError
 
         hc = HydraConfig.get()
+        record = {"config.yaml": cfg, "hydra.yaml": OmegaConf.create({"hydra": hc}),
+                  "overrides.yaml": OmegaConf.create(list(hc.overrides.task))}
         try:
-            results = run(cfg, Path(hc.runtime.output_dir), choices=hc.runtime.choices)
-        except ConfigError as e:
-            _fail(str(e))
-        except NonFiniteLossError as e:
-            _fail(str(e), 1)
-        except DistributedError as e:
-            _fail(str(e), 1)
-        except Preempted as e:
-            print(f"graphgt: {e}; continue with the same command plus trainer.resume=auto", file=sys.stderr)
-            sys.exit(e.exit_code)
+            results = run_training(cfg, Path(hc.runtime.output_dir), choices=hc.runtime.choices, record=record)
+        except GraphGTError as e:
+            _exit_on(e)
         if os.environ.get("RANK", "0") != "0":
             return results["test_at_best_val"]
         print(f"{results['dataset']}: best val {results['metric']} {results['best_val']:.4f} at epoch "
@@ -119,14 +102,14 @@ def _torchrun_overrides(argv: List[str]) -> List[str]:
         agreed = store.compare_set(f"graphgt/{run_id}/now", "", mine).decode()
         set_run_stamp(datetime.datetime.fromisoformat(agreed))
     if os.environ.get("RANK", "0") != "0":
-        argv = argv + ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+        argv = argv + ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
     return argv
 
 
 def train(argv: List[str]) -> None:
-    if os.environ.get("RANK", "0") == "0":
-        _precheck_run_dir(argv)
-    argv = _torchrun_overrides(argv)
+    # Hydra would write .hydra/ into the run dir before graphgt checks that the dir is new: the
+    # composition root writes that record itself once the run is accepted (graphgt.app)
+    argv = _torchrun_overrides(argv) + ["hydra.output_subdir=null"]
     sys.argv = ["graphgt train"] + argv
     _hydra_train()
 

@@ -5,7 +5,7 @@
     python scripts/build_synthetic.py papers --out /data/papers-shaped --fraction 0.02 --json build.json
 
 Checks the free disk space against the estimated store size first (and refuses when short), then
-builds the store (see graphgt/data/synthetic_large.py) and prints the build time, the peak RSS of
+builds the store (see graphgt/data/store/synthetic.py) and prints the build time, the peak RSS of
 this process and the sizes.  Threads: NUMBA_NUM_THREADS (default: all cores).
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from graphgt.config.errors import ConfigError
-from graphgt.data import synthetic_large as sl
+from graphgt.errors import ConfigError
+from graphgt.data.store import synthetic as sl
 
 
 def _peak_rss_bytes() -> int:

@@ -10,7 +10,7 @@ The raw files are expected at ``<root>/<ogbn_name>/`` (OGB's layout; the zip's o
 e.g. ``<root>/products``, works too).  When they are missing the raw zip is fetched with OGB's
 download helpers (internet needed) and unpacked there; then the files are streamed into the store
 (default ``<root>/store/<ogbn_name>``).  OGB's in-memory processing is never run, so even
-ogbn-papers100M converts in bounded memory (see ``graphgt.data.ogb_node``).  Prints the time taken
+ogbn-papers100M converts in bounded memory (see ``graphgt.data.store.ogb``).  Prints the time taken
 and the peak resident memory.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from graphgt.config.errors import ConfigError  # noqa: E402
-from graphgt.data.ogb_node import (DEFAULT_CHUNK_ROWS, DEFAULT_MEM_BUDGET, SUPPORTED,  # noqa: E402
+from graphgt.errors import ConfigError  # noqa: E402
+from graphgt.data.store.ogb import (DEFAULT_CHUNK_ROWS, DEFAULT_MEM_BUDGET, SUPPORTED,  # noqa: E402
                                    default_store_path, prepare_ogb_node)
 
 

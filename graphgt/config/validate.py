@@ -11,31 +11,14 @@ from __future__ import annotations
 import importlib
 import inspect
 import typing
-from typing import Any, Dict, List, Literal, Mapping, Set, Union
+from typing import Any, Dict, List, Literal, Mapping, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from graphgt.config.errors import ConfigError
+from graphgt.config.keys import consumed_for, injected_for
+from graphgt.errors import ConfigError
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
-
-#: parameters graphgt passes when it builds each group (path pattern -> names); ``*`` = any key
-INJECTED: Dict[str, Set[str]] = {
-    "model": {"spec", "local", "attention", "pe"},
-    "local": {"dim", "in_dim", "out_dim"},
-    "attention": {"dim"},
-    "pe.*.encoder": {"pe"},
-}
-
-
-def _injected_for(path: str) -> Set[str]:
-    parts = path.split(".")
-    for pattern, names in INJECTED.items():
-        pat = pattern.split(".")
-        if len(pat) == len(parts) and all(p == "*" or p == q for p, q in zip(pat, parts)):
-            return names
-    return set()
-
 
 def import_target(path: str, key: str) -> Any:
     """Import ``a.b.C`` (the value of ``<key>._target_``) or raise a ConfigError that says which key."""
@@ -102,11 +85,16 @@ def validate_node(node: Mapping, path: str, errors: List[str]) -> None:
     params = {n: p for n, p in sig.parameters.items() if n != "self"}
     has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
     hints = _type_hints(target)
-    injected = _injected_for(path)
+    injected = injected_for(path)
+    consumed = consumed_for(path)
     for key, value in node.items():
         if key in HYDRA_KEYS:
             continue
         full = f"{path}.{key}"
+        if key in consumed:
+            if not _matches(value, consumed[key]):
+                errors.append(f"{full}={value!r}: expected {_describe(consumed[key])}")
+            continue
         if key in injected:
             errors.append(f"{full}: is set by graphgt when it builds '{path}' (from another key); remove it")
             continue

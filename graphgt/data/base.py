@@ -1,69 +1,16 @@
-"""What a data module tells the rest of graphgt, and the data-module protocol.
+"""The data-module protocol.
 
 The training loop never looks at a dataset's name: everything dataset-specific (how to read it,
-how to split it, how its raw features are embedded, which loss and metric apply) is answered here.
+how to split it, how its raw features look, which task and metric apply) is answered by the data
+module, through the plain descriptions of :mod:`graphgt.spec` (a :class:`~graphgt.spec.DataSpec`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Optional, Sequence
+from typing import Iterable, Sequence
 
-from torch import nn
-
-from graphgt.eval.metrics import Metric
 from graphgt.pe.base import PositionalEncoding
-
-TaskKind = Literal["multiclass", "binary", "multilabel", "regression"]
-Level = Literal["node", "graph"]
-
-
-@dataclass
-class Task:
-    """The prediction task.
-
-    Attributes:
-        kind: ``multiclass`` (cross-entropy over ``num_outputs`` classes, integer targets),
-            ``binary``/``multilabel`` (``num_outputs`` independent sigmoid outputs, float targets,
-            NaN = missing label, masked out of loss and metric as OGB does), or ``regression``.
-        num_outputs: width of the model's output.
-        metric: the selection/report metric, computed on a whole split at once.
-        level: ``node`` (one prediction per node) or ``graph`` (one per graph).
-    """
-
-    kind: TaskKind
-    num_outputs: int
-    metric: Metric
-    level: Level
-
-
-EncoderFactory = Callable[[int], nn.Module]
-
-
-@dataclass
-class DataSpec:
-    """Everything the model builder and the loop need to know about a dataset.
-
-    Attributes:
-        task: see :class:`Task`.
-        node_encoder: ``factory(out_dim) -> nn.Module`` mapping the raw ``data.x`` to
-            ``Tensor[N, out_dim]`` (a Linear for float features, OGB's AtomEncoder for molecules).
-        edge_encoder: the same for ``data.edge_attr``, or ``None`` if the dataset has no edge
-            features (then layers with ``requires_edge_attr`` are refused by validation).
-        name: a human-readable dataset name for reports.
-        node_feature_dim: width of the raw float node features (``None`` for categorical ones);
-            lets a model feed raw features straight into its first layer (``MPNNModel(raw_io=True)``).
-    """
-
-    task: Task
-    node_encoder: EncoderFactory
-    edge_encoder: Optional[EncoderFactory]
-    name: str
-    node_feature_dim: Optional[int] = None
-
-    @property
-    def has_edge_attr(self) -> bool:
-        return self.edge_encoder is not None
+from graphgt.spec import DataSpec
 
 
 class DataModule:

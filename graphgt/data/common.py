@@ -9,25 +9,25 @@ base class does the rest, for node-level (one graph, a ``loss_mask`` per split) 
 from __future__ import annotations
 
 import copy
-import importlib
 import os
 import shutil
 import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
-from graphgt.config.errors import ConfigError
-from graphgt.data.base import DataModule, DataSpec, Level
-from graphgt.data.loader import GraphBatchLoader, PackedGraphs
+from graphgt.data.base import DataModule
+from graphgt.data.loader import FullBatchLoader, GraphBatchLoader, PackedGraphs
 from graphgt.data.splits import Split, SplitIndices
+from graphgt.errors import ConfigError
 from graphgt.pe.base import PositionalEncoding
 from graphgt.pe.cache import attach_pes
+from graphgt.spec import CategoricalFeatures, DataSpec, Level
 
 # --------------------------------------------------------------------------------------------- files
 
@@ -94,36 +94,11 @@ def require_paths(paths: Sequence[Path], what: str, fix: str) -> None:
             raise ConfigError(f"{what} not found: expected '{Path(p).resolve()}' (set by data.root). {fix}")
 
 
-def instantiate(obj: Any) -> Any:
-    """Build an object from a ``{'_target_': 'pkg.Class', **kwargs}`` mapping (recursively); other
-    values are returned unchanged.  Uses Hydra's ``instantiate`` when a Hydra/OmegaConf node is given."""
-    try:  # Hydra/OmegaConf configs
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(obj, DictConfig):
-            obj = OmegaConf.to_container(obj, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is optional here
-        pass
-    if isinstance(obj, Mapping) and "_target_" in obj:
-        kwargs = {k: instantiate(v) for k, v in obj.items() if not k.startswith("_")}
-        module, _, name = str(obj["_target_"]).rpartition(".")
-        try:
-            target = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, ValueError) as e:
-            raise ConfigError(f"_target_ '{obj['_target_']}' cannot be imported ({e})") from e
-        return target(**kwargs)
-    if isinstance(obj, Mapping):
-        return {k: instantiate(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [instantiate(v) for v in obj]
-    return obj
-
-
 def as_split(split: Any, default: Split, key: str = "data.split") -> Split:
-    """``split`` as a :class:`Split` (an instance, a ``_target_`` mapping, or None for ``default``)."""
+    """``split`` as a :class:`Split` (an instance, which Hydra builds from the ``data.split`` node,
+    or None for ``default``)."""
     if split is None:
         return default
-    split = instantiate(split)
     if not isinstance(split, Split):
         raise ConfigError(f"{key} must be a split strategy (MaskSplit, RandomSplit, IndexFileSplit, "
                           f"OfficialSplit), got {split!r}")
@@ -138,6 +113,14 @@ def ensure_node_features(graphs: Sequence[Data]) -> None:
     for g in graphs:
         if getattr(g, "x", None) is None:
             g.x = torch.ones(int(g.num_nodes), 1)
+
+
+def molecule_features() -> Tuple[CategoricalFeatures, CategoricalFeatures]:
+    """OGB's atom and bond features (``smiles2graph``): the cardinalities of their integer columns,
+    which the model embeds as OGB's AtomEncoder / BondEncoder do."""
+    from ogb.utils.features import get_atom_feature_dims, get_bond_feature_dims
+
+    return CategoricalFeatures(get_atom_feature_dims()), CategoricalFeatures(get_bond_feature_dims())
 
 
 def feature_dim(t: Optional[Tensor]) -> int:
@@ -299,46 +282,6 @@ def _node_splits(graphs: Sequence[Data], idx: SplitIndices) -> Dict[str, Batch]:
         b.loss_mask = mask
         out[name] = b
     return out
-
-
-class FullBatchLoader:
-    """The one batch of a node-level split: full-batch training and evaluation.
-
-    Training (``shuffle=True``) over ``world_size`` DDP ranks: every rank runs the whole graph and
-    rank ``r`` keeps part ``r`` of ``array_split(split nodes, world_size)`` in its ``loss_mask``, so
-    the ranks' losses together cover every training node once (the one step of a single process).
-    Evaluation: rank 0 yields the batch, the other ranks nothing (one forward pass computes every
-    prediction; the result is the single-process one).
-    """
-
-    def __init__(self, batch: Batch, shuffle: bool, rank: int = 0, world_size: int = 1):
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} must lie in [0, world_size={world_size}) with world_size >= 1")
-        self.shuffle, self.rank, self.world_size = shuffle, rank, world_size
-        self.batch = batch
-        if shuffle and world_size > 1:
-            nodes = batch.loss_mask.nonzero().view(-1)
-            if nodes.numel() < world_size:
-                raise ValueError(f"{nodes.numel()} training nodes cannot be shared by world_size={world_size} ranks")
-            mask = torch.zeros_like(batch.loss_mask)
-            mask[torch.tensor_split(nodes, world_size)[rank]] = True
-            self.batch = copy.copy(batch)
-            self.batch.loss_mask = mask
-        self._len = 1 if shuffle or rank == 0 else 0
-        self._start = 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Full-batch passes are all alike; ``start=1`` skips the pass (a resumed, finished epoch)."""
-        if not 0 <= start <= len(self):
-            raise ValueError(f"start={start} must lie in [0, {len(self)}] (batches per pass)")
-        self._start = start
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __iter__(self) -> Iterator[Batch]:
-        start, self._start = self._start, 0
-        return iter([self.batch][start:self._len])
 
 
 class NodeDataModule(InMemoryDataModule):

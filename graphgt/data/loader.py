@@ -1,4 +1,4 @@
-"""A fast loader for datasets of many small graphs.
+"""The in-memory loaders: mini-batches of many small graphs, and the one batch of a node-level graph.
 
 PyG's ``DataLoader`` collates every mini-batch object by object (``Batch.from_data_list``), which
 costs milliseconds per batch of small molecules, often more than the model's forward pass on
@@ -15,11 +15,14 @@ Edge indices are stored relative to their graph, so re-basing them is one additi
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, Optional, Sequence
+import copy
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
+
+from graphgt.data.plan import check_plan, check_shard, plan_batches
 
 
 def _ranges(starts: Tensor, counts: Tensor) -> Tensor:
@@ -93,53 +96,30 @@ class PackedGraphs:
         return out
 
 
-def _check_shard(rank: int, world_size: int) -> None:
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank={rank} must lie in [0, world_size={world_size}) with world_size >= 1")
-
-
-def graph_batch_plan(order: Tensor, batch_size: int, shuffle: bool, rank: int = 0, world_size: int = 1):
-    """The index batches of ``rank`` in a pass over ``order`` (the items in that pass's order).
-
-    Shuffled passes (training) cut global batches of ``world_size * batch_size`` items (the last one
-    smaller; one with fewer than ``world_size`` items is merged into the one before, so no rank gets
-    an empty step) and give rank ``r`` part ``r`` of ``tensor_split(global, world_size)``: the ranks'
-    step-``i`` batches together are one process's batch ``i`` with batch size ``world_size *
-    batch_size``.  Ordered passes (evaluation) deal the single-process batches of ``batch_size``
-    round-robin: rank ``r`` gets batches ``r, r + W, ...``.
-    """
-    if not shuffle:
-        return list(order.split(batch_size))[rank::world_size]
-    steps = list(order.split(world_size * batch_size))
-    if len(steps) > 1 and steps[-1].numel() < world_size:
-        steps[-2:] = [torch.cat(steps[-2:])]
-    if steps[-1].numel() < world_size:
-        raise ValueError(f"{order.numel()} items cannot give each of world_size={world_size} ranks a batch; "
-                         "lower the number of processes")
-    return [step.tensor_split(world_size)[rank] for step in steps]
-
-
 class GraphBatchLoader:
     """Iterates mini-batches of :class:`PackedGraphs` (shuffled with a seeded generator, or in order).
 
-    Every graph appears exactly once per pass over all ranks; the last batch may be smaller (no
-    drop_last).  Pass ``e`` uses the order drawn from ``seed`` and ``e`` (deterministic across runs
-    and across ``num_workers``).  With ``num_workers > 0`` batches are cut in worker processes
-    (torch ``DataLoader`` with ``collate_fn=packed.batch``), in the same order.  ``rank`` and
-    ``world_size`` select this DDP process's share (:func:`graph_batch_plan`).
+    Every graph appears exactly once per pass over all ranks, in batches of at most ``batch_size``
+    whose sizes differ by at most one (no drop_last).  Pass ``e`` uses the order drawn from ``seed``
+    and ``e`` (deterministic across runs and across ``num_workers``).  With ``num_workers > 0``
+    batches are cut in worker processes (torch ``DataLoader`` with ``collate_fn=packed.batch``), in
+    the same order.  ``rank`` and ``world_size`` select this DDP process's share; the plan is the
+    one every loader shares (:mod:`graphgt.data.plan`).
     """
 
     def __init__(self, packed: PackedGraphs, batch_size: int, shuffle: bool = False, seed: int = 0,
                  indices: Optional[Tensor] = None, num_workers: int = 0, rank: int = 0, world_size: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        _check_shard(rank, world_size)
+        check_shard(rank, world_size)
         self.packed, self.batch_size, self.shuffle, self.seed = packed, batch_size, shuffle, seed
         self.num_workers = num_workers
         self.rank, self.world_size = rank, world_size
         self.indices = torch.arange(len(packed)) if indices is None else torch.as_tensor(indices).long()
         self.epoch = 0
         self._start = 0
+        if shuffle:
+            check_plan(self.indices.numel(), batch_size, world_size, "graphs")
         self._len = len(self._plan(0))
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -151,12 +131,10 @@ class GraphBatchLoader:
     def __len__(self) -> int:
         return self._len
 
-    def _plan(self, epoch: int):
-        order = self.indices
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = order[torch.randperm(order.numel(), generator=g)]
-        return graph_batch_plan(order, self.batch_size, self.shuffle, self.rank, self.world_size)
+    def _plan(self, epoch: int) -> List[Tensor]:
+        plan = plan_batches(self.indices.numpy(), self.batch_size, self.shuffle, self.seed, epoch, self.rank,
+                            self.world_size)
+        return [torch.from_numpy(chunk) for chunk in plan]
 
     def __iter__(self) -> Iterator[Batch]:
         chunks = self._plan(self.epoch)[self._start:]
@@ -171,3 +149,42 @@ class GraphBatchLoader:
         else:
             for chunk in chunks:
                 yield self.packed.batch(chunk)
+
+
+class FullBatchLoader:
+    """The one batch of a node-level split: full-batch training and evaluation.
+
+    Training (``shuffle=True``) over ``world_size`` DDP ranks: every rank runs the whole graph and
+    rank ``r`` keeps part ``r`` of ``array_split(split nodes, world_size)`` in its ``loss_mask``, so
+    the ranks' losses together cover every training node once (the one step of a single process).
+    Evaluation: rank 0 yields the batch, the other ranks nothing (one forward pass computes every
+    prediction; the result is the single-process one).
+    """
+
+    def __init__(self, batch: Batch, shuffle: bool, rank: int = 0, world_size: int = 1):
+        check_shard(rank, world_size)
+        self.shuffle, self.rank, self.world_size = shuffle, rank, world_size
+        self.batch = batch
+        if shuffle and world_size > 1:
+            nodes = batch.loss_mask.nonzero().view(-1)
+            if nodes.numel() < world_size:
+                raise ValueError(f"{nodes.numel()} training nodes cannot be shared by world_size={world_size} ranks")
+            mask = torch.zeros_like(batch.loss_mask)
+            mask[torch.tensor_split(nodes, world_size)[rank]] = True
+            self.batch = copy.copy(batch)
+            self.batch.loss_mask = mask
+        self._len = 1 if shuffle or rank == 0 else 0
+        self._start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Full-batch passes are all alike; ``start=1`` skips the pass (a resumed, finished epoch)."""
+        if not 0 <= start <= len(self):
+            raise ValueError(f"start={start} must lie in [0, {len(self)}] (batches per pass)")
+        self._start = start
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[Batch]:
+        start, self._start = self._start, 0
+        return iter([self.batch][start:self._len])

@@ -1,15 +1,12 @@
 """OGB graph property prediction on molecules (ogbg-molhiv, -molbace, -molbbbp, -molpcba, ...)."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
-from graphgt.config.errors import ConfigError
-from graphgt.data.base import DataSpec, Task
-from graphgt.data.common import GraphDataModule, Prepared, require_paths
+from graphgt.data.common import GraphDataModule, Prepared, molecule_features, require_paths
 from graphgt.data.splits import OfficialSplit
-from graphgt.eval.metrics import OGBMetric
-from graphgt.nn.encoders import CategoricalEncoder, atom_cardinalities, bond_cardinalities
+from graphgt.errors import ConfigError
+from graphgt.spec import DataSpec, Task
 
 
 def allow_ogb_pickles() -> None:
@@ -88,8 +85,7 @@ class OGBGraphData(GraphDataModule):
         graphs = [g for g in dataset]
         for g in graphs:
             g.y = g.y.view(1, -1).float()
-        spec = DataSpec(task=Task(kind, num_tasks, OGBMetric(self.name), "graph"),
-                        node_encoder=functools.partial(CategoricalEncoder, atom_cardinalities()),
-                        edge_encoder=functools.partial(CategoricalEncoder, bond_cardinalities()),
-                        name=self.name)
+        atoms, bonds = molecule_features()
+        spec = DataSpec(task=Task(kind, num_tasks, "graph", f"ogb:{self.name}"), node_features=atoms,
+                        edge_features=bonds, name=self.name)
         return Prepared(graphs, spec, split_source=dataset, labels=None)

@@ -9,7 +9,6 @@ arrays + offsets); a change of the source CSV is detected by its checksum and re
 from __future__ import annotations
 
 import ast
-import functools
 import hashlib
 import multiprocessing as mp
 from pathlib import Path
@@ -20,13 +19,11 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from graphgt.config.errors import ConfigError
-from graphgt.data.base import DataSpec, Task
-from graphgt.data.common import GraphDataModule, Prepared, require_paths
+from graphgt.data.common import GraphDataModule, Prepared, molecule_features, require_paths
 from graphgt.io import atomic_save
 from graphgt.data.splits import IndexFileSplit
-from graphgt.eval.metrics import AveragePrecision
-from graphgt.nn.encoders import CategoricalEncoder, atom_cardinalities, bond_cardinalities
+from graphgt.errors import ConfigError
+from graphgt.spec import DataSpec, Task
 
 REL = "lrgb/peptides-functional"
 CSV = "raw/peptide_multi_class_dataset.csv.gz"
@@ -147,8 +144,7 @@ class PeptidesFunctional(GraphDataModule):
 
     def prepare(self, cache_dir: Path) -> Prepared:
         graphs = to_graphs(self.load_arrays(cache_dir))
-        spec = DataSpec(task=Task("multilabel", NUM_LABELS, AveragePrecision(), "graph"),
-                        node_encoder=functools.partial(CategoricalEncoder, atom_cardinalities()),
-                        edge_encoder=functools.partial(CategoricalEncoder, bond_cardinalities()),
+        atoms, bonds = molecule_features()
+        spec = DataSpec(task=Task("multilabel", NUM_LABELS, "graph", "ap"), node_features=atoms, edge_features=bonds,
                         name="LRGB/Peptides-func")
         return Prepared(graphs, spec, split_source=None, labels=None)

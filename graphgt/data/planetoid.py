@@ -1,16 +1,13 @@
 """Planetoid citation graphs (Cora, CiteSeer, PubMed), node classification, public split."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
-from graphgt.config.errors import ConfigError
-from graphgt.data.base import DataSpec, Task
+from graphgt.errors import ConfigError
 from graphgt.data.common import NodeDataModule, Prepared, as_split, require_paths
 from graphgt.data.splits import MaskSplit
-from graphgt.eval.metrics import Accuracy
-from graphgt.nn.encoders import LinearEncoder
+from graphgt.spec import DataSpec, FloatFeatures, Task
 
 _RAW = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 
@@ -58,7 +55,7 @@ class PlanetoidData(NodeDataModule):
         transform = NormalizeFeatures() if self.normalize_features else None
         dataset = Planetoid(str(folder.parent), folder.name, transform=transform)
         data = dataset[0]
-        spec = DataSpec(task=Task("multiclass", int(dataset.num_classes), Accuracy(), "node"),
-                        node_encoder=functools.partial(LinearEncoder, int(data.x.size(1))), edge_encoder=None,
-                        name=f"Planetoid/{self.name}", node_feature_dim=int(data.x.size(1)))
+        spec = DataSpec(task=Task("multiclass", int(dataset.num_classes), "node", "accuracy"),
+                        node_features=FloatFeatures(int(data.x.size(1))), edge_features=None,
+                        name=f"Planetoid/{self.name}")
         return Prepared([data], spec, split_source=data, labels=data.y)

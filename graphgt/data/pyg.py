@@ -5,6 +5,7 @@ Example (``configs/data/amazon_photo.yaml``)::
     _target_: graphgt.data.PyGDataset
     dataset:
       _target_: torch_geometric.datasets.Amazon
+      _partial_: true
       root: ${data_root}/amazon
       name: Photo
     level: node
@@ -14,32 +15,22 @@ Example (``configs/data/amazon_photo.yaml``)::
 """
 from __future__ import annotations
 
-import functools
-import importlib
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, get_args
+from typing import Any, List, Optional
 
 import torch
 from torch_geometric.data import Data
 
-from graphgt.config.errors import ConfigError
-from graphgt.data.base import DataSpec, Level, Task, TaskKind
 from graphgt.data.common import (InMemoryDataModule, Prepared, as_split, ensure_node_features, feature_dim,
-                                 instantiate, writable_copy)
+                                 writable_copy)
 from graphgt.data.splits import MaskSplit
-from graphgt.eval.metrics import get_metric
-from graphgt.nn.encoders import LinearEncoder
+from graphgt.errors import ConfigError
+from graphgt.spec import LEVELS, TASK_KINDS, DataSpec, FloatFeatures, Task
 
 
-def _as_plain(obj: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(obj, DictConfig):
-            return OmegaConf.to_container(obj, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return obj
+def _is_factory(dataset: Any) -> bool:
+    """A callable that builds the dataset (a Hydra partial), rather than a dataset object."""
+    return callable(dataset) and not hasattr(dataset, "__getitem__")
 
 
 class PyGDataset(InMemoryDataModule):
@@ -47,8 +38,8 @@ class PyGDataset(InMemoryDataModule):
 
     Args:
         dataset: the dataset: an instantiated PyG dataset (Hydra builds nested ``_target_`` nodes),
-            or a ``{_target_: ..., **kwargs}`` mapping, then built in ``setup`` (a read-only
-            ``root`` folder is first copied to ``cache_dir/datasets/pyg/<folder name>``).
+            or a factory of one (a Hydra ``_partial_: true`` node), called when the data is loaded
+            (a read-only ``root`` folder is first copied to ``cache_dir/datasets/pyg/<folder name>``).
         level: ``node`` (the dataset's single graph, one prediction per node) or ``graph``.
         task: ``multiclass``, ``binary``, ``multilabel`` or ``regression``.
         metric: a metric name of :func:`graphgt.eval.metrics.get_metric` (``accuracy``, ``rocauc``,
@@ -58,7 +49,7 @@ class PyGDataset(InMemoryDataModule):
         split: split strategy; default ``MaskSplit()`` (the dataset's own masks).
         batch_size: graphs per batch (graph level).
         num_workers: loader workers.
-        root: unused unless a mapping ``dataset`` has no ``root``: then ``root`` is passed to it.
+        root: unused unless a factory ``dataset`` has no ``root``: then ``root`` is passed to it.
         name: display name (default: the dataset class and its ``name``).
     """
 
@@ -66,7 +57,7 @@ class PyGDataset(InMemoryDataModule):
                  split: Any = None, batch_size: int = 32, num_workers: int = 0, root: Optional[str] = None,
                  name: Optional[str] = None):
         super().__init__(root or ".", batch_size, num_workers, split=as_split(split, MaskSplit()))
-        self.dataset = _as_plain(dataset)
+        self.dataset = dataset
         self.task_level, self.task, self.metric = str(level), str(task), str(metric)
         self.num_outputs = None if num_outputs is None else int(num_outputs)
         self.name = name
@@ -74,34 +65,30 @@ class PyGDataset(InMemoryDataModule):
 
     def check(self) -> None:
         self._check_common()
-        if self.task_level not in get_args(Level):
-            raise ConfigError(f"data.level must be one of {list(get_args(Level))}, got '{self.task_level}'")
-        if self.task not in get_args(TaskKind):
-            raise ConfigError(f"data.task must be one of {list(get_args(TaskKind))}, got '{self.task}'")
-        get_metric(self.metric)
+        if self.task_level not in LEVELS:
+            raise ConfigError(f"data.level must be one of {list(LEVELS)}, got '{self.task_level}'")
+        if self.task not in TASK_KINDS:
+            raise ConfigError(f"data.task must be one of {list(TASK_KINDS)}, got '{self.task}'")
         if self.num_outputs is not None and self.num_outputs < 1:
             raise ConfigError(f"data.num_outputs must be >= 1 or null, got {self.num_outputs}")
-        if isinstance(self.dataset, Mapping):
-            target = self.dataset.get("_target_")
-            if not target:
-                raise ConfigError("data.dataset must be a PyG dataset or a mapping with a '_target_' class path")
-            module, _, cls = str(target).rpartition(".")
-            try:
-                getattr(importlib.import_module(module), cls)
-            except (ImportError, AttributeError, ValueError) as e:
-                raise ConfigError(f"data.dataset._target_ '{target}' cannot be imported ({e})") from e
+        if isinstance(self.dataset, (dict, str)) or self.dataset is None:
+            raise ConfigError("data.dataset must be a PyG dataset, or a factory of one (a node with "
+                              "'_target_: <dataset class>' and '_partial_: true'), got "
+                              f"{type(self.dataset).__name__}")
 
     def _build_dataset(self, cache_dir: Path) -> Any:
-        if not isinstance(self.dataset, Mapping):
+        """The dataset: as given, or built by its factory, with a read-only ``root`` replaced by its
+        writable copy under ``cache_dir`` (PyG writes ``processed/`` next to ``raw/``)."""
+        if not _is_factory(self.dataset):
             return self.dataset
-        cfg = dict(self.dataset)
-        if "root" not in cfg and self._root_given:
-            cfg["root"] = self.root
-        if "root" in cfg:
-            src = Path(str(cfg["root"]))
-            if src.is_dir():
-                cfg["root"] = str(writable_copy(src, cache_dir, f"pyg/{src.resolve().name}"))
-        return instantiate(cfg)
+        keywords = dict(getattr(self.dataset, "keywords", {}) or {})
+        root = keywords.get("root", self.root if self._root_given else None)
+        overrides = {}
+        if root is not None:
+            src = Path(str(root))
+            overrides["root"] = str(writable_copy(src, cache_dir, f"pyg/{src.resolve().name}")) if src.is_dir() \
+                else str(root)
+        return self.dataset(**overrides)
 
     def _targets(self, y: torch.Tensor, rows: int) -> torch.Tensor:
         if self.task == "multiclass":
@@ -134,9 +121,8 @@ class PyGDataset(InMemoryDataModule):
             labels = None
         edge_dim = feature_dim(getattr(graphs[0], "edge_attr", None))
         name = self.name or f"{type(dataset).__name__}" + (f"/{dataset.name}" if hasattr(dataset, "name") else "")
-        spec = DataSpec(task=Task(self.task, num_outputs, get_metric(self.metric), self.task_level),  # type: ignore[arg-type]
-                        node_encoder=functools.partial(LinearEncoder, feature_dim(graphs[0].x)),
-                        edge_encoder=functools.partial(LinearEncoder, edge_dim) if edge_dim else None,
-                        name=name, node_feature_dim=feature_dim(graphs[0].x))
+        spec = DataSpec(task=Task(self.task, num_outputs, self.task_level, self.metric),  # type: ignore[arg-type]
+                        node_features=FloatFeatures(feature_dim(graphs[0].x)),
+                        edge_features=FloatFeatures(edge_dim) if edge_dim else None, name=name)
         source = graphs[0] if self.task_level == "node" else dataset
         return Prepared(graphs, spec, split_source=source, labels=labels)

@@ -13,12 +13,10 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from graphgt.config.errors import ConfigError
-from graphgt.data.base import DataSpec, Task
+from graphgt.errors import ConfigError
 from graphgt.data.common import NodeDataModule, Prepared
 from graphgt.data.splits import RandomSplit
-from graphgt.eval.metrics import Accuracy
-from graphgt.nn.encoders import LinearEncoder
+from graphgt.spec import DataSpec, FloatFeatures, Task
 
 
 def _sample_pairs(rng: np.random.Generator, count: int, y_sorted_members: np.ndarray, class_ptr: np.ndarray,
@@ -139,7 +137,7 @@ class SyntheticCSBM(NodeDataModule):
 
     def prepare(self, cache_dir: Optional[Path] = None) -> Prepared:
         data = self.generate()
-        spec = DataSpec(task=Task("multiclass", self.num_classes, Accuracy(), "node"),
-                        node_encoder=functools.partial(LinearEncoder, self.num_features), edge_encoder=None,
-                        name=f"CSBM(n={self.num_nodes}, C={self.num_classes}, h={self.homophily}, seed={self.seed})", node_feature_dim=self.num_features)
+        spec = DataSpec(task=Task("multiclass", self.num_classes, "node", "accuracy"),
+                        node_features=FloatFeatures(self.num_features), edge_features=None,
+                        name=f"CSBM(n={self.num_nodes}, C={self.num_classes}, h={self.homophily}, seed={self.seed})")
         return Prepared([data], spec, split_source=data, labels=data.y)

@@ -1,17 +1,14 @@
 """TU graph-classification benchmarks (MUTAG, ENZYMES, PROTEINS, ...)."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from graphgt.data.base import DataSpec, Task
 from graphgt.data.common import GraphDataModule, Prepared, as_split, ensure_node_features, feature_dim, require_paths
 from graphgt.data.splits import RandomSplit
-from graphgt.eval.metrics import Accuracy
-from graphgt.nn.encoders import LinearEncoder
+from graphgt.spec import DataSpec, FloatFeatures, Task
 
 
 class TUData(GraphDataModule):
@@ -60,8 +57,7 @@ class TUData(GraphDataModule):
             if getattr(g, "edge_attr", None) is not None:
                 g.edge_attr = g.edge_attr.float()
         edge_dim = feature_dim(getattr(graphs[0], "edge_attr", None))
-        spec = DataSpec(task=Task("multiclass", int(dataset.num_classes), Accuracy(), "graph"),
-                        node_encoder=functools.partial(LinearEncoder, feature_dim(graphs[0].x)),
-                        edge_encoder=functools.partial(LinearEncoder, edge_dim) if edge_dim else None,
-                        name=f"TU/{self.name}", node_feature_dim=feature_dim(graphs[0].x))
+        spec = DataSpec(task=Task("multiclass", int(dataset.num_classes), "graph", "accuracy"),
+                        node_features=FloatFeatures(feature_dim(graphs[0].x)),
+                        edge_features=FloatFeatures(edge_dim) if edge_dim else None, name=f"TU/{self.name}")
         return Prepared(graphs, spec, split_source=dataset, labels=torch.cat([g.y for g in graphs]))

@@ -1,15 +1,12 @@
 """WebKB web-page graphs (Cornell, Texas, Wisconsin): heterophilous node classification, 10 splits."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
-from graphgt.config.errors import ConfigError
-from graphgt.data.base import DataSpec, Task
+from graphgt.errors import ConfigError
 from graphgt.data.common import NodeDataModule, Prepared, require_paths
 from graphgt.data.splits import MaskSplit
-from graphgt.eval.metrics import Accuracy
-from graphgt.nn.encoders import LinearEncoder
+from graphgt.spec import DataSpec, FloatFeatures, Task
 
 
 class WebKBData(NodeDataModule):
@@ -55,7 +52,7 @@ class WebKBData(NodeDataModule):
         folder = self.load_dir(self.rel, cache_dir)
         dataset = WebKB(str(folder.parent), folder.name)
         data = dataset[0]
-        spec = DataSpec(task=Task("multiclass", int(dataset.num_classes), Accuracy(), "node"),
-                        node_encoder=functools.partial(LinearEncoder, int(data.x.size(1))), edge_encoder=None,
-                        name=f"WebKB/{self.name}[split {self.split_index}]", node_feature_dim=int(data.x.size(1)))
+        spec = DataSpec(task=Task("multiclass", int(dataset.num_classes), "node", "accuracy"),
+                        node_features=FloatFeatures(int(data.x.size(1))), edge_features=None,
+                        name=f"WebKB/{self.name}[split {self.split_index}]")
         return Prepared([data], spec, split_source=data, labels=data.y)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphgt.config.errors import ConfigError
+from graphgt.errors import ConfigError
 
 
 class Metric:

@@ -1,11 +1,14 @@
-"""Input encoders for raw node and edge features (built per dataset by its data module).
+"""Input encoders for raw node and edge features.
 
-Each is a factory ``(out_dim) -> nn.Module`` once its dataset-specific arguments are bound, so the
-data module says *how* its raw features are embedded and the model says *how wide*.
+The data module describes its raw features (:class:`~graphgt.spec.FloatFeatures` or
+:class:`~graphgt.spec.CategoricalFeatures` in its :class:`~graphgt.spec.DataSpec`) and the model
+says how wide their embedding is: :func:`feature_encoder` builds the encoder from both.
 """
 from __future__ import annotations
 
 from torch import Tensor, nn
+
+from graphgt.spec import CategoricalFeatures, FloatFeatures, Features
 
 
 class LinearEncoder(nn.Module):
@@ -57,13 +60,12 @@ class CategoricalEncoder(nn.Module):
         return f"{type(self).__name__}(columns={len(self.tables)}, {self.out_dim})"
 
 
-def atom_cardinalities() -> list[int]:
-    from ogb.utils.features import get_atom_feature_dims
-
-    return list(get_atom_feature_dims())
-
-
-def bond_cardinalities() -> list[int]:
-    from ogb.utils.features import get_bond_feature_dims
-
-    return list(get_bond_feature_dims())
+def feature_encoder(features: Features, out_dim: int) -> nn.Module:
+    """The encoder of raw features described by ``features`` (:mod:`graphgt.spec`): a
+    :class:`LinearEncoder` for :class:`~graphgt.spec.FloatFeatures`, a :class:`CategoricalEncoder`
+    for :class:`~graphgt.spec.CategoricalFeatures`.  ``[N, F] -> [N, out_dim]``."""
+    if isinstance(features, FloatFeatures):
+        return LinearEncoder(features.dim, out_dim)
+    if isinstance(features, CategoricalFeatures):
+        return CategoricalEncoder(list(features.cardinalities), out_dim)
+    raise TypeError(f"features must be FloatFeatures or CategoricalFeatures, got {type(features).__name__}")

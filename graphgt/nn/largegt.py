@@ -4,7 +4,7 @@ Graphs", arXiv:2312.11109, 2023): a local token transformer plus a global codebo
 For each seed node ``s`` of a mini-batch the :class:`~graphgt.data.sampling.TokenSampler` draws
 ``K`` tokens (``s`` and nodes of its 1- and 2-hop neighbourhood); each token ``t`` carries its
 features ``x_t`` and its propagated features ``(Â x)_t, .., (Â^P x)_t``
-(:mod:`graphgt.data.hop_features`, ``P = 2`` in LargeGT), so attention over tokens up to 2 hops
+(:mod:`graphgt.data.store.hop_features`, ``P = 2`` in LargeGT), so attention over tokens up to 2 hops
 away, each summarising ``P`` more hops, sees a 4-hop field while only doing 2-hop work.
 
 .. math::
@@ -40,9 +40,9 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from graphgt.data.base import DataSpec
 from graphgt.nn.attention.base import AttentionContext, GlobalAttention
 from graphgt.nn.model import InputEncoder, PEBranch, reset_submodules
+from graphgt.spec import DataSpec
 
 AttentionFactory = Callable[[int], GlobalAttention]
 

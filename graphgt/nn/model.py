@@ -3,8 +3,8 @@
 ``GPSModel`` = input encoders (raw node features ‖ positional encodings, raw edge features)
 -> ``layers`` x :class:`GPSLayer` (local MPNN + global attention) -> head.
 
-The model never reads a config: the data module's :class:`DataSpec` says how raw features are
-embedded and what the head predicts; ``local`` / ``attention`` are factories ``dim -> module``
+The model never reads a config: the data module's :class:`~graphgt.spec.DataSpec` describes the
+raw features (embedded by :func:`graphgt.nn.encoders.feature_encoder`) and what the head predicts; ``local`` / ``attention`` are factories ``dim -> module``
 (Hydra partials of ``configs/local/*.yaml`` / ``configs/attention/*.yaml``); ``pe`` is a list of
 ``(PositionalEncoding, encoder_factory)`` pairs from ``configs/pe/*.yaml``.
 """
@@ -15,13 +15,14 @@ from typing import Callable, Literal, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from graphgt.data.base import DataSpec
 from graphgt.nn.attention.base import AttentionContext, GlobalAttention
 from graphgt.nn.dropout import ByteDropout
+from graphgt.nn.encoders import feature_encoder
 from graphgt.nn.gps_layer import GPSLayer, NormKind
 from graphgt.nn.heads import HEADS
 from graphgt.nn.local.base import LocalMP
 from graphgt.pe.base import PositionalEncoding
+from graphgt.spec import DataSpec
 
 LocalFactory = Callable[[int], LocalMP]
 AttentionFactory = Callable[[int], GlobalAttention]
@@ -43,8 +44,8 @@ class InputEncoder(nn.Module):
         if pe_dim >= hidden:
             raise ValueError(f"the PE encoders' out_dim add up to {pe_dim}, which leaves no room in "
                              f"model.hidden={hidden}; raise model.hidden or lower pe.<name>.encoder.out_dim")
-        self.node = spec.node_encoder(hidden - pe_dim)
-        self.edge = spec.edge_encoder(hidden) if spec.edge_encoder is not None else None
+        self.node = feature_encoder(spec.node_features, hidden - pe_dim)
+        self.edge = feature_encoder(spec.edge_features, hidden) if spec.edge_features is not None else None
         self.input_dropout = nn.Dropout(input_dropout)
 
     def reset_parameters(self) -> None:

@@ -51,7 +51,6 @@ nothing over one on the loaded machine).  Its 0.125-scale sibling (306k nodes): 
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -62,7 +61,7 @@ import numba
 import numpy as np
 
 from graphgt.pe.csr import (REORDER_MIN_NNZ, degree_ordered, kernel_threads, keep_torch_threads,
-                            nnz_balanced_bounds)
+                            nnz_balanced_bounds, single_threaded_blas)
 
 logger = logging.getLogger(__name__)
 
@@ -120,17 +119,6 @@ def _spmv_py(indptr, indices, inv_deg, x, out, bounds):  # pragma: no cover - co
 
 _spmv_parallel = numba.njit(parallel=True, cache=True, nogil=True, fastmath={"contract", "reassoc"})(_spmv_py)
 _spmv_serial = numba.njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})(_spmv_py)
-
-
-def _single_threaded_blas():
-    """BLAS on one thread for the dense steps (a no-op without ``threadpoolctl``): on a loaded 2-core
-    machine OpenBLAS's second thread made ``X^T Y`` of ``[65536, 64]`` blocks 4x slower, and it
-    competes with the numba kernels' threads."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 class _Operator:
@@ -247,26 +235,15 @@ def top_eigenpairs(indptr: np.ndarray, indices: np.ndarray, m: int, block: int =
     max_products = 400 if max_products is None else max_products
     say = log or logger.info
     t0 = time.perf_counter()
-    with keep_torch_threads(), _single_threaded_blas():
+    with keep_torch_threads(), single_threaded_blas():
         op = _Operator(indptr, indices)
         lo_est, hi_est = _lanczos_extremes(op, lanczos_steps, seed + 1)
         # damped interval's lower end: below the smallest eigenvalue (margin for a loose estimate)
         a = max(-1.0, lo_est - 0.05 * (hi_est - lo_est) - 0.02)
         rng = np.random.default_rng(seed)
-        xt = np.empty((n, b), dtype=np.float32)
-        _random_columns(op, xt, 0, rng)
-        other = np.empty_like(xt)
-        steps, iters, dropped = 0, 0, 0
+        xt, other, steps = _first_block(op, b, rng, min(degree, 32, max_products), a, hi_est)
+        iters, dropped = 0, 0
         history = []
-        # first filter, before any Rayleigh-Ritz step (the Ritz values of a random block are all ~0,
-        # the spectrum's mean): damp [a, 0], degree 32. It brings the block to the top of the
-        # spectrum, where the next cut is close to the eigenvalue below the block (and many
-        # directions grow alike there, so the float32 block keeps its rank)
-        op.deflate(xt)
-        p = min(degree, 32, max_products)
-        if p >= 1:
-            xt, other = _filter(op, xt, other, p, a, 0.0 if a < -1e-3 else 0.5 * (a + hi_est))
-            steps += p
         while True:
             op.deflate(xt)
             dropped += b - _orthonormalize(op, xt, rng)
@@ -280,14 +257,7 @@ def top_eigenpairs(indptr: np.ndarray, indices: np.ndarray, m: int, block: int =
                 f"theta[-1]={theta[-1]:.4f} a={a:.3f} max_res={resid[:m].max():.2e} ({time.perf_counter() - t0:.1f}s)")
             if done or stalled or steps >= max_products:
                 break
-            # damped interval [a, cut]: the bottom Ritz value underestimates the eigenvalue below the
-            # block early on; an eigenvalue lies within its residual of it, so raise the cut by up to
-            # that much, but keep it below theta[m-1] <= lambda_{m-1} (Ritz values bound the top
-            # eigenvalues from below), so that every wanted eigenvalue stays above the cut
-            cut = float(theta[-1])
-            cut = max(cut, min(cut + float(resid[-1]), float(theta[m - 1]) - 0.1 * (float(theta[m - 1]) - cut)))
-            if not cut > a + 1e-3:
-                cut = a + 0.5 * (float(theta[m - 1]) - a)
+            cut = _next_cut(theta, resid, m, a)
             p = _filter_degree(theta, m, a, cut, degree, float(resid[:m].max()) / tol)
             p = max(1, min(p, max_products - steps))
             xt, other = _filter(op, xt, other, p, a, cut)
@@ -297,15 +267,53 @@ def top_eigenpairs(indptr: np.ndarray, indices: np.ndarray, m: int, block: int =
                           f"residual {resid[:m].max():.2e} > tol={tol:g} (block={b}, N={n}); raise max_products, "
                           f"block or tol{' (the residual stalled: float32 vectors reach ~1e-7)' if stalled else ''}",
                           RuntimeWarning, stacklevel=3)
-        vecs = xt[:, :m].astype(np.float64) * op.sqrt_deg[:, None]
-        vecs /= np.linalg.norm(vecs, axis=0, keepdims=True)
-        if order is not None:
-            unpermuted = np.empty_like(vecs)
-            unpermuted[order] = vecs
-            vecs = unpermuted
+        vecs = _unit_vectors(op, xt, m, order)
     info = dict(iterations=iters, filter_steps=steps, block=b, a=a, seconds=time.perf_counter() - t0,
                 max_residual=float(resid[:m].max()), converged=done, dropped_columns=dropped)
     return theta[:m].copy(), vecs, resid[:m].copy(), info
+
+
+def _first_block(op: _Operator, b: int, rng: np.random.Generator, p: int, a: float,
+                 hi_est: float) -> Tuple[np.ndarray, np.ndarray, int]:
+    """A random block ``X~`` of ``b`` columns after a first filter of degree ``p`` (none if ``p < 1``);
+    returns ``(block, spare block, filter steps done)``."""
+    xt = np.empty((op.n, b), dtype=np.float32)
+    _random_columns(op, xt, 0, rng)
+    other = np.empty_like(xt)
+    # first filter, before any Rayleigh-Ritz step (the Ritz values of a random block are all ~0,
+    # the spectrum's mean): damp [a, 0], degree 32. It brings the block to the top of the
+    # spectrum, where the next cut is close to the eigenvalue below the block (and many
+    # directions grow alike there, so the float32 block keeps its rank)
+    op.deflate(xt)
+    steps = 0
+    if p >= 1:
+        xt, other = _filter(op, xt, other, p, a, 0.0 if a < -1e-3 else 0.5 * (a + hi_est))
+        steps += p
+    return xt, other, steps
+
+
+def _next_cut(theta: np.ndarray, resid: np.ndarray, m: int, a: float) -> float:
+    """Upper end ``cut`` of the next damped interval ``[a, cut]``, from the Ritz values and residuals."""
+    # the bottom Ritz value underestimates the eigenvalue below the block early on; an eigenvalue
+    # lies within its residual of it, so raise the cut by up to that much, but keep it below
+    # theta[m-1] <= lambda_{m-1} (Ritz values bound the top eigenvalues from below), so that every
+    # wanted eigenvalue stays above the cut
+    cut = float(theta[-1])
+    cut = max(cut, min(cut + float(resid[-1]), float(theta[m - 1]) - 0.1 * (float(theta[m - 1]) - cut)))
+    if not cut > a + 1e-3:
+        cut = a + 0.5 * (float(theta[m - 1]) - a)
+    return cut
+
+
+def _unit_vectors(op: _Operator, xt: np.ndarray, m: int, order: Optional[np.ndarray]) -> np.ndarray:
+    """The first ``m`` columns of ``X = D^{1/2} X~`` in float64, scaled to unit norm, in the input node order."""
+    vecs = xt[:, :m].astype(np.float64) * op.sqrt_deg[:, None]
+    vecs /= np.linalg.norm(vecs, axis=0, keepdims=True)
+    if order is not None:
+        unpermuted = np.empty_like(vecs)
+        unpermuted[order] = vecs
+        vecs = unpermuted
+    return vecs
 
 
 #: largest filter amplification between the top and the bottom Ritz value of the block: float32

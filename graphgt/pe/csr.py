@@ -12,6 +12,8 @@ count with their multiplicity, self loops kept), as ``random_walk.adjacency_matr
 """
 from __future__ import annotations
 
+import contextlib
+
 from typing import Tuple
 
 import numba
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from graphgt.pages import release_pages
 from graphgt.pe.base import edge_index_numpy
 
 _U64 = np.uint64
@@ -281,8 +284,6 @@ def degree_ordered(indptr: np.ndarray, indices: np.ndarray) -> Tuple[np.ndarray,
     np.cumsum(deg[order], out=new_indptr[1:])
     out = np.empty_like(indices)
     _permute_rows(indptr, indices, order, newid, new_indptr, out)
-    from graphgt.data.store import release_pages
-
     release_pages(indices)
     return new_indptr, out, order
 
@@ -295,6 +296,19 @@ def nnz_balanced_bounds(indptr: np.ndarray, parts: int) -> np.ndarray:
     bounds = np.searchsorted(work, np.linspace(0, work[-1], parts + 1), side="left").astype(np.int64)
     bounds[0], bounds[-1] = 0, n
     return np.maximum.accumulate(bounds)
+
+
+def single_threaded_blas():
+    """Run BLAS/LAPACK on one thread inside the context (restored afterwards; a no-op without
+    ``threadpoolctl``).  The solvers' BLAS work is memory-bound (ARPACK's ``[N, ncv]`` gemv, the
+    Chebyshev filter's ``X^T Y`` on ``[65536, 64]`` blocks) and threads do not speed it up, while on
+    a loaded machine OpenBLAS's spinning threads slow it several-fold (measured: a 2000 x 2000
+    ``eigh`` 4.4 s -> 0.6 s; ``X^T Y`` 4x) and compete with the numba kernels' threads."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def kernel_threads() -> int:

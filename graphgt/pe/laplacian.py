@@ -57,22 +57,10 @@ import torch
 from torch import Tensor
 
 from graphgt.pe.base import PositionalEncoding, edge_index_numpy
-from graphgt.pe.csr import as_csr_arrays, csr_components, simple_undirected, subgraph_csr
+from graphgt.pe.csr import as_csr_arrays, csr_components, simple_undirected, single_threaded_blas, subgraph_csr
 
 _NORMALIZATIONS = ("sym", "rw")
 _SOLVERS = ("auto", "arpack", "chebyshev")
-
-
-def _single_threaded_blas():
-    """Run BLAS/LAPACK on one thread while the solvers run (restored afterwards; a no-op without
-    ``threadpoolctl``). ARPACK's BLAS work is memory-bound ``[N, ncv]`` gemv that threads do not
-    speed up, and on a loaded machine OpenBLAS's spinning threads slow both ARPACK and a
-    2000 x 2000 ``eigh`` down several-fold (measured: 4.4 s -> 0.6 s for the latter)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def undirected_adjacency(edge_index: Tensor, num_nodes: int) -> sp.csr_matrix:
@@ -176,7 +164,7 @@ class LaplacianPE(PositionalEncoding):
         """``kc`` smallest eigenpairs of ``I - S`` by LAPACK (``S`` = normalised adjacency)."""
         n = s.shape[0]
         lap = np.eye(n) - s.toarray()
-        with _single_threaded_blas() if n >= 256 else contextlib.nullcontext():
+        with single_threaded_blas() if n >= 256 else contextlib.nullcontext():
             vals, vecs = scipy.linalg.eigh(lap, subset_by_index=[0, kc - 1], overwrite_a=True)
         return vals, vecs
 
@@ -184,7 +172,7 @@ class LaplacianPE(PositionalEncoding):
         ncv = min(n, self.ncv or max(2 * kc + 1, 40))
         for attempt in range(3):
             try:
-                with _single_threaded_blas():
+                with single_threaded_blas():
                     return spla.eigsh(op, k=kc, which="LA", v0=v0, tol=self.tol, ncv=ncv,
                                       maxiter=None if self.max_iter is None else self.max_iter * (attempt + 1))
             except spla.ArpackNoConvergence as err:

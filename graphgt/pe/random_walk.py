@@ -58,6 +58,7 @@ import torch
 from torch import Tensor
 
 from graphgt.pe.base import PositionalEncoding, edge_index_numpy
+from graphgt.pe.csr import nnz_balanced_bounds
 
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
@@ -94,14 +95,6 @@ def _transition_operators(adj: sp.csr_matrix, symmetric: bool, dtype) -> sp.csr_
     op = sp.csr_matrix(op, dtype=dtype)
     op.sort_indices()
     return op
-
-
-def _nnz_balanced_bounds(indptr: np.ndarray, parts: int) -> np.ndarray:
-    """Row boundaries ``[parts + 1]`` that split a CSR matrix into ``parts`` ranges of ~equal nnz."""
-    targets = np.linspace(0, indptr[-1], parts + 1)
-    bounds = np.searchsorted(indptr, targets, side="left").astype(np.int64)
-    bounds[0], bounds[-1] = 0, len(indptr) - 1
-    return np.maximum.accumulate(bounds)
 
 
 def _spmm_dots_py(indptr, indices, data, y, z, bounds, acc):  # pragma: no cover - compiled
@@ -155,7 +148,7 @@ class _DenseOp:
     def __init__(self, op: sp.csr_matrix):
         self.op = op
         self.parts = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-        self.bounds = _nnz_balanced_bounds(op.indptr, self.parts)
+        self.bounds = nnz_balanced_bounds(op.indptr, self.parts)
         self.serial_bounds = np.array([0, op.shape[0]], dtype=np.int64)
 
     def step(self, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

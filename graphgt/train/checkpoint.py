@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from graphgt.config.errors import ConfigError
+from graphgt.errors import CheckpointError
 from graphgt.io import atomic_save
 
 FORMAT = "graphgt-checkpoint"
@@ -42,10 +42,6 @@ LAST, BEST = "last.pt", "best.pt"
 #: config keys that may change between a run and its resume (a dotted prefix matches the subtree)
 RESUMABLE_CHANGES = ("trainer.resume", "trainer.progress", "trainer.distributed", "trainer.device",
                      "data.num_workers", "data.prefetch_factor", "cache_dir", "logger")
-
-
-class CheckpointError(ConfigError):
-    """A checkpoint cannot be used: unreadable, not graphgt's, or from an incompatible run."""
 
 
 # ------------------------------------------------------------------------------------------ RNG

@@ -32,11 +32,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from graphgt.errors import DistributedError
+
 BACKENDS = ("auto", "gloo", "nccl")
-
-
-class DistributedError(RuntimeError):
-    """A collective operation failed: another rank died, hung or lost its connection."""
 
 
 def env_world_size() -> int:

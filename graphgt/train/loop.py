@@ -2,9 +2,10 @@
 
 Per epoch: train on the training loader (AdamW, warm-up + cosine schedule, gradient clipping and
 accumulation, bf16 autocast on GPU), evaluate validation and test, keep the model with the best
-validation score, write ``last.pt``.  Everything dataset-specific comes from the data module's
-:class:`Task` (loss, metric, level) and from the batches themselves (``loss_mask`` marks the nodes
-of node-level batches that count).
+validation score, write ``last.pt``.  Everything dataset-specific comes from the
+:class:`~graphgt.train.losses.Objective` (loss and metric, built by the composition root from the
+dataset's task) and from the batches themselves (``loss_mask`` marks the nodes of node-level batches
+that count).  The trainer never reads a config.
 
 Under DDP (:mod:`graphgt.train.distributed`) the same loop runs on every rank: each rank trains on
 its part of every global batch; one all-reduce per step sums the loss, the number of labelled
@@ -30,18 +31,14 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from graphgt.data.base import DataModule, Task
-from graphgt.train.checkpoint import (BEST, LAST, CheckpointError, capture_rng, load_model_state, restore_rng,
-                                      save_checkpoint)
-from graphgt.train.distributed import DDPConfig, Dist, DistributedError
+from graphgt.data.base import DataModule
+from graphgt.errors import CheckpointError, DistributedError, NonFiniteLossError, Preempted
+from graphgt.train.checkpoint import BEST, LAST, capture_rng, load_model_state, restore_rng, save_checkpoint
+from graphgt.train.distributed import DDPConfig, Dist
 from graphgt.train.logging import Logger, NoLogger
-from graphgt.train.losses import LOSS_SUMS, LOSSES
+from graphgt.train.losses import Objective
 from graphgt.train.optim import WarmupCosine
-from graphgt.train.signals import Preempted, StopSignal
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf: the message names the epoch and step and the last good checkpoint."""
+from graphgt.train.signals import StopSignal
 
 
 def resolve_device(device: str) -> torch.device:
@@ -132,8 +129,6 @@ class Trainer:
         sync_batchnorm: under DDP, normalise with statistics over all ranks' batches
             (:class:`graphgt.nn.sync_batchnorm.SyncBatchNorm`, also on CPU/gloo), so BatchNorm sees
             the global batch as one process would.
-        resume: ``null`` (a new run), ``auto`` or a checkpoint path (see
-            :func:`graphgt.train.checkpoint.find_resume`; read by :func:`graphgt.train.run.run`).
         distributed: a :class:`DDPConfig` (``trainer=ddp``) or ``null`` (one process, unless
             launched by torchrun: then the environment's process group with default settings).
     """
@@ -143,7 +138,7 @@ class Trainer:
                  device: str = "auto", bf16: bool = True, progress: bool = True, checkpoint: bool = True,
                  limit_train_batches: Optional[int] = None, test_every_epoch: bool = True,
                  evaluate_test: bool = True, accumulate_grad_batches: int = 1, sync_batchnorm: bool = False,
-                 resume: Optional[str] = None, distributed: Optional[DDPConfig] = None):
+                 distributed: Optional[DDPConfig] = None):
         if max_epochs < 1:
             raise ValueError(f"trainer.max_epochs must be >= 1, got {max_epochs}")
         if limit_train_batches is not None and limit_train_batches < 1:
@@ -163,7 +158,6 @@ class Trainer:
         self.checkpoint = checkpoint
         self.accumulate_grad_batches = int(accumulate_grad_batches)
         self.sync_batchnorm = bool(sync_batchnorm)
-        self.resume = resume
         self.distributed = distributed
 
     # ------------------------------------------------------------------ helpers
@@ -192,14 +186,14 @@ class Trainer:
         return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=dist.find_unused_parameters)
 
     # ------------------------------------------------------------------ epochs
-    def train_epoch(self, model: nn.Module, loader: Iterable, task: Task, optimizer, scheduler, epoch: int,
+    def train_epoch(self, model: nn.Module, loader: Iterable, objective: Objective, optimizer, scheduler, epoch: int,
                     dist: Optional[Dist] = None, sums: Optional[EpochSums] = None,
                     stop: Optional[StopSignal] = None, checkpoint_hint: str = "") -> EpochResult:
         """One pass over ``loader`` from batch ``sums.batches``; raises :class:`_Stop` on an agreed signal."""
         dist = dist or Dist()
         sums = sums or EpochSums()
         model.train()
-        loss_sum_fn = LOSS_SUMS[task.kind]
+        loss_sum_fn = objective.loss_sum
         total = len(loader)
         if self.limit_train_batches is not None:
             total = min(total, self.limit_train_batches)
@@ -248,10 +242,10 @@ class Trainer:
         loss = sums.loss / sums.count if sums.count else float("nan")
         preds = dist.gather_batches(sums.preds) if sums.preds or dist.distributed else None
         targets = dist.gather_batches(sums.targets) if sums.targets or dist.distributed else None
-        return EpochResult(loss, self._metric(task, preds, targets))
+        return EpochResult(loss, self._metric(objective, preds, targets))
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: Iterable, task: Task, desc: str = "eval",
+    def evaluate(self, model: nn.Module, loader: Iterable, objective: Objective, desc: str = "eval",
                  dist: Optional[Dist] = None) -> EpochResult:
         """Loss and metric over a whole split (every node/graph of the split counted once).
 
@@ -261,7 +255,6 @@ class Trainer:
         """
         dist = dist or Dist()
         model.eval()
-        loss_fn = LOSSES[task.kind]
         preds, targets = [], []
         for batch in self._bar(loader, desc, show=dist.is_main):
             batch = batch.to(self.device)
@@ -271,14 +264,14 @@ class Trainer:
             preds.append(pred.cpu())
             targets.append(y.cpu())
         pred, target = dist.gather_batches(preds), dist.gather_batches(targets)
-        return EpochResult(float(loss_fn(pred, target)), float(task.metric(pred, target)), pred)
+        return EpochResult(float(objective.loss(pred, target)), float(objective.metric(pred, target)), pred)
 
     @staticmethod
-    def _metric(task: Task, pred: Optional[Tensor], target: Optional[Tensor]) -> float:
+    def _metric(objective: Objective, pred: Optional[Tensor], target: Optional[Tensor]) -> float:
         if pred is None:
             return float("nan")
         try:
-            return float(task.metric(pred, target))
+            return float(objective.metric(pred, target))
         except ValueError:  # e.g. a split without both classes for ROC-AUC
             return float("nan")
 
@@ -316,112 +309,142 @@ class Trainer:
                 sums.load_state_dict(state["partial"][dist.rank])
 
     # ------------------------------------------------------------------ fit
-    def fit(self, model: nn.Module, data: DataModule, run_dir: Path, seed: int, logger: Optional[Logger] = None,
-            dist: Optional[Dist] = None, resume_state: Optional[Mapping[str, Any]] = None,
-            resume_path: Optional[Path] = None, config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    def fit(self, model: nn.Module, data: DataModule, objective: Objective, run_dir: Path, seed: int,
+            logger: Optional[Logger] = None, dist: Optional[Dist] = None,
+            resume_state: Optional[Mapping[str, Any]] = None, resume_path: Optional[Path] = None,
+            config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
         """Train for ``max_epochs`` (or what remains of them after ``resume_state``); returns the
-        run's results (see ``graphgt.train.results``).  ``config`` (the resolved run config) is
-        stored in checkpoints to check a later resume against."""
-        logger = logger or NoLogger()
-        dist = dist or Dist()
-        run_dir = Path(run_dir)
-        if self.device.type == "cuda" and dist.distributed:
-            self.device = torch.device("cuda", dist.local_rank)
-        task = data.spec.task
-        model.to(self.device)
-        if dist.distributed and self.sync_batchnorm:
-            from graphgt.nn.sync_batchnorm import convert_sync_batchnorm
-
-            model = convert_sync_batchnorm(model)
-        optimizer = self.optimizer(model.parameters())
-        train_loader = data.train_loader(seed, dist.rank, dist.world_size)
-        batches = len(train_loader) if hasattr(train_loader, "__len__") else 1
-        if self.limit_train_batches is not None:
-            batches = min(batches, self.limit_train_batches)
-        steps_per_epoch = -(-batches // self.accumulate_grad_batches)
-        scheduler = self.scheduler.build(optimizer, steps_per_epoch, self.max_epochs) if self.scheduler else None
-        sign = 1.0 if task.metric.higher_is_better else -1.0
-        best = {"epoch": 0, "val": float("nan"), "test": float("nan"), "score": -float("inf")}
-        history: Dict[str, Any] = {"epoch_times": [], "train_loss": float("nan")}
-        position = {"epoch": 1, "batch": 0}
-        sums = EpochSums()
+        trainer's part of the run's results (the composition root, :mod:`graphgt.app`, adds the
+        rest and writes ``results.json``).  ``config`` (the resolved run config) is stored in
+        checkpoints to check a later resume against."""
+        run = _Run(self, model, data, objective, Path(run_dir), seed, logger or NoLogger(), dist or Dist(), config)
         if resume_state is not None:
-            self._restore(resume_state, Path(resume_path or run_dir / LAST), dist, model, optimizer, scheduler, sums)
-            best, history, position = dict(resume_state["best"]), dict(resume_state["history"]), \
-                dict(resume_state["position"])
-        train_model = self._wrap(model, dist)
-        best_state = None
-        val_loader = data.val_loader(dist.rank, dist.world_size)
-        test_loader = data.test_loader(dist.rank, dist.world_size) if self.evaluate_test else None
-        nan = EpochResult(float("nan"), float("nan"))
-        last_path = run_dir / LAST
-
-        def hint() -> str:
-            return (f"The last good checkpoint is '{last_path}' (epoch {position['epoch'] - 1} done). "
-                    if self.checkpoint and last_path.exists() else "No checkpoint was written before this step. ")
-
-        def save() -> None:
-            if self.checkpoint:
-                self._save_last(last_path, dist, model, optimizer, scheduler, position, best, sums, history, config)
-
+            run.restore(resume_state, Path(resume_path or run.last_path))
+        run.start()
         try:
             with StopSignal() as stop:
-                epochs = range(position["epoch"], self.max_epochs + 1)
-                for epoch in self._bar(epochs, "epochs", leave=True, show=dist.is_main):
-                    t0 = time.perf_counter()
-                    try:
-                        train = self.train_epoch(train_model, train_loader, task, optimizer, scheduler, epoch,
-                                                 dist, sums, stop, hint())
-                    except _Stop as s:
-                        position = {"epoch": epoch, "batch": s.batches}
-                        save()
-                        raise Preempted(f"stopped by {stop.name} at epoch {epoch}, batch {s.batches}; "
-                                        + (f"checkpoint '{last_path}'" if self.checkpoint else
-                                           "trainer.checkpoint=false: nothing saved"), stop.requested) from None
-                    history["epoch_times"].append(time.perf_counter() - t0)
-                    history["train_loss"] = train.loss
-                    val = self.evaluate(model, val_loader, task, "val", dist)
-                    test = self.evaluate(model, test_loader, task, "test", dist) if self.test_every_epoch else nan
-                    if sign * val.metric > best["score"]:
-                        best = {"epoch": epoch, "val": val.metric, "test": test.metric, "score": sign * val.metric}
-                        if not self.test_every_epoch and self.evaluate_test and not self.checkpoint:
-                            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                        if self.checkpoint and dist.is_main:
-                            save_checkpoint({"model": model.state_dict(), "epoch": epoch, "best": best,
-                                             "config": config}, run_dir / BEST)
-                    if dist.is_main:
-                        logger.log(epoch, {"train_loss": train.loss, f"train_{task.metric.name}": train.metric,
-                                           "val_loss": val.loss, f"val_{task.metric.name}": val.metric,
-                                           "test_loss": test.loss, f"test_{task.metric.name}": test.metric,
-                                           "lr": optimizer.param_groups[0]["lr"],
-                                           "epoch_time_s": history["epoch_times"][-1]})
-                    position, sums = {"epoch": epoch + 1, "batch": 0}, EpochSums()
-                    save()
-                    if dist.all_sum([1.0 if stop.requested else 0.0])[0] > 0:
-                        raise Preempted(f"stopped by {stop.name} after epoch {epoch}; checkpoint '{last_path}'",
-                                        stop.requested or 15)
-                if not self.test_every_epoch and self.evaluate_test and best["epoch"] > 0:
-                    # one test pass, with the best validation epoch's weights
-                    last_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    if best_state is None:
-                        best_state = torch.load(run_dir / BEST, map_location=self.device, weights_only=True)["model"]
-                    model.load_state_dict(best_state)
-                    best["test"] = self.evaluate(model, test_loader, task, "test", dist).metric
-                    model.load_state_dict(last_state)
+                for epoch in self._bar(range(run.position["epoch"], self.max_epochs + 1), "epochs", leave=True,
+                                       show=run.dist.is_main):
+                    run.epoch(epoch, stop)
+                if not self.test_every_epoch and self.evaluate_test and run.best["epoch"] > 0:
+                    run.test_best()
         except RuntimeError as e:
-            if dist.distributed and _comm_failure(e) and not isinstance(e, DistributedError):
-                raise DistributedError(f"rank {dist.rank}/{dist.world_size}: a collective failed during training "
-                                       f"({str(e).strip().splitlines()[0]}); another rank died, hung or lost its "
-                                       "connection") from e
+            if run.dist.distributed and _comm_failure(e) and not isinstance(e, DistributedError):
+                raise DistributedError(f"rank {run.dist.rank}/{run.dist.world_size}: a collective failed during "
+                                       f"training ({str(e).strip().splitlines()[0]}); another rank died, hung or lost "
+                                       "its connection") from e
             raise
-        times = history["epoch_times"]
-        return {"metric": task.metric.name, "higher_is_better": task.metric.higher_is_better,
-                "best_val": best["val"], "test_at_best_val": best["test"], "best_epoch": best["epoch"],
-                "final_train_loss": history["train_loss"], "epochs": self.max_epochs,
+        times = run.history["epoch_times"]
+        metric = objective.metric
+        return {"metric": metric.name, "higher_is_better": metric.higher_is_better,
+                "best_val": run.best["val"], "test_at_best_val": run.best["test"], "best_epoch": run.best["epoch"],
+                "final_train_loss": run.history["train_loss"], "epochs": self.max_epochs,
                 "epoch_time_s": sum(times) / len(times) if times else float("nan"), "device": str(self.device),
-                "world_size": dist.world_size}
+                "world_size": run.dist.world_size}
 
     def __repr__(self) -> str:
         return (f"Trainer(max_epochs={self.max_epochs}, scheduler={self.scheduler!r}, grad_clip={self.grad_clip}, "
                 f"device='{self.device}', bf16={self.bf16}, accumulate_grad_batches={self.accumulate_grad_batches}, "
                 f"distributed={self.distributed!r})")
+
+
+class _Run:
+    """The state of one :meth:`Trainer.fit`: the model, optimiser, loaders, best-so-far and position."""
+
+    def __init__(self, trainer: Trainer, model: nn.Module, data: DataModule, objective: Objective, run_dir: Path,
+                 seed: int, logger: Logger, dist: Dist, config: Optional[Mapping[str, Any]]):
+        self.trainer, self.objective, self.run_dir, self.logger, self.dist, self.config = \
+            trainer, objective, run_dir, logger, dist, config
+        if trainer.device.type == "cuda" and dist.distributed:
+            trainer.device = torch.device("cuda", dist.local_rank)
+        model.to(trainer.device)
+        if dist.distributed and trainer.sync_batchnorm:
+            from graphgt.nn.sync_batchnorm import convert_sync_batchnorm
+
+            model = convert_sync_batchnorm(model)
+        self.model = model
+        self.optimizer = trainer.optimizer(model.parameters())
+        self.train_loader = data.train_loader(seed, dist.rank, dist.world_size)
+        batches = len(self.train_loader) if hasattr(self.train_loader, "__len__") else 1
+        if trainer.limit_train_batches is not None:
+            batches = min(batches, trainer.limit_train_batches)
+        steps_per_epoch = -(-batches // trainer.accumulate_grad_batches)
+        self.scheduler = trainer.scheduler.build(self.optimizer, steps_per_epoch, trainer.max_epochs) \
+            if trainer.scheduler else None
+        self.sign = 1.0 if objective.metric.higher_is_better else -1.0
+        self.best: Dict[str, Any] = {"epoch": 0, "val": float("nan"), "test": float("nan"), "score": -float("inf")}
+        self.history: Dict[str, Any] = {"epoch_times": [], "train_loss": float("nan")}
+        self.position = {"epoch": 1, "batch": 0}
+        self.sums = EpochSums()
+        self.train_model: nn.Module = model  # wrapped for DDP by start(), after a checkpoint is restored
+        self.best_state: Optional[Dict[str, Tensor]] = None
+        self.val_loader = data.val_loader(dist.rank, dist.world_size)
+        self.test_loader = data.test_loader(dist.rank, dist.world_size) if trainer.evaluate_test else None
+        self.last_path = run_dir / LAST
+
+    def restore(self, state: Mapping[str, Any], path: Path) -> None:
+        self.trainer._restore(state, path, self.dist, self.model, self.optimizer, self.scheduler, self.sums)
+        self.best, self.history, self.position = dict(state["best"]), dict(state["history"]), dict(state["position"])
+
+    def start(self) -> None:
+        """The module that trains: the model, or its DDP wrapper (which broadcasts rank 0's weights)."""
+        self.train_model = self.trainer._wrap(self.model, self.dist)
+
+    def hint(self) -> str:
+        return (f"The last good checkpoint is '{self.last_path}' (epoch {self.position['epoch'] - 1} done). "
+                if self.trainer.checkpoint and self.last_path.exists() else
+                "No checkpoint was written before this step. ")
+
+    def save(self) -> None:
+        if self.trainer.checkpoint:
+            self.trainer._save_last(self.last_path, self.dist, self.model, self.optimizer, self.scheduler,
+                                    self.position, self.best, self.sums, self.history, self.config)
+
+    def epoch(self, epoch: int, stop: StopSignal) -> None:
+        """Train, evaluate, select, log and checkpoint one epoch; :class:`Preempted` on a signal."""
+        trainer, dist = self.trainer, self.dist
+        t0 = time.perf_counter()
+        try:
+            train = trainer.train_epoch(self.train_model, self.train_loader, self.objective, self.optimizer,
+                                        self.scheduler, epoch, dist, self.sums, stop, self.hint())
+        except _Stop as s:
+            self.position = {"epoch": epoch, "batch": s.batches}
+            self.save()
+            raise Preempted(f"stopped by {stop.name} at epoch {epoch}, batch {s.batches}; "
+                            + (f"checkpoint '{self.last_path}'" if trainer.checkpoint else
+                               "trainer.checkpoint=false: nothing saved"), stop.requested) from None
+        self.history["epoch_times"].append(time.perf_counter() - t0)
+        self.history["train_loss"] = train.loss
+        val = trainer.evaluate(self.model, self.val_loader, self.objective, "val", dist)
+        test = trainer.evaluate(self.model, self.test_loader, self.objective, "test", dist) \
+            if trainer.test_every_epoch else EpochResult(float("nan"), float("nan"))
+        if self.sign * val.metric > self.best["score"]:
+            self.best = {"epoch": epoch, "val": val.metric, "test": test.metric, "score": self.sign * val.metric}
+            if not trainer.test_every_epoch and trainer.evaluate_test and not trainer.checkpoint:
+                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if trainer.checkpoint and dist.is_main:
+                save_checkpoint({"model": self.model.state_dict(), "epoch": epoch, "best": self.best,
+                                 "config": self.config}, self.run_dir / BEST)
+        if dist.is_main:
+            name = self.objective.metric.name
+            self.logger.log(epoch, {"train_loss": train.loss, f"train_{name}": train.metric,
+                                    "val_loss": val.loss, f"val_{name}": val.metric,
+                                    "test_loss": test.loss, f"test_{name}": test.metric,
+                                    "lr": self.optimizer.param_groups[0]["lr"],
+                                    "epoch_time_s": self.history["epoch_times"][-1]})
+        self.position, self.sums = {"epoch": epoch + 1, "batch": 0}, EpochSums()
+        self.save()
+        if dist.all_sum([1.0 if stop.requested else 0.0])[0] > 0:
+            raise Preempted(f"stopped by {stop.name} after epoch {epoch}; checkpoint '{self.last_path}'",
+                            stop.requested or 15)
+
+    def test_best(self) -> None:
+        """One test pass with the best validation epoch's weights (``test_every_epoch=false``)."""
+        last_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        best_state = self.best_state
+        if best_state is None:
+            best_state = torch.load(self.run_dir / BEST, map_location=self.trainer.device, weights_only=True)["model"]
+        self.model.load_state_dict(best_state)
+        self.best["test"] = self.trainer.evaluate(self.model, self.test_loader, self.objective, "test",
+                                                  self.dist).metric
+        self.model.load_state_dict(last_state)

@@ -17,13 +17,9 @@ import threading
 from types import FrameType
 from typing import Dict, Optional, Sequence
 
+from graphgt.errors import Preempted
 
-class Preempted(Exception):
-    """The run stopped on a signal after writing its checkpoint; ``exit_code`` = 128 + signal."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + int(signum)
+__all__ = ["Preempted", "StopSignal"]
 
 
 class StopSignal:

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from graphgt.config.errors import ConfigError
+from graphgt.errors import ConfigError
 from graphgt.config.validate import validate_config
 from tests.conftest import CONFIG_DIR, compose
 
@@ -65,7 +65,7 @@ def test_every_experiment_composes_and_validates(experiment):
 
 def test_ablation_of_a_preset_turns_groups_off(tmp_path, capsys):
     """experiment=X attention=none / pe=none: the preset's leftover keys are ignored, loudly."""
-    from graphgt.train.run import run
+    from graphgt.app import run
     from tests.conftest import compose_with_choices
 
     cfg, choices = compose_with_choices(["experiment=peptides-func-gps", "attention=none", "pe=none", "data=synthetic",

@@ -33,7 +33,7 @@ def test_loader_covers_every_graph_once_deterministically_with_and_without_worke
         epochs = [[b.y.tolist() for b in loader] for _ in range(2)]
         runs.append(epochs)
         ptr_sizes = [b.num_graphs for b in GraphBatchLoader(packed, batch_size=16)]
-        assert ptr_sizes == [16, 16, 8]
+        assert ptr_sizes == [14, 13, 13]  # ceil(40 / 16) = 3 batches of sizes differing by at most one
     assert runs[0] == runs[1]                      # same order with workers
     assert runs[0][0] != runs[0][1]                # reshuffled each epoch
     for _ in range(2):
@@ -45,26 +45,28 @@ def test_loader_covers_every_graph_once_deterministically_with_and_without_worke
 def test_ddp_graph_batches_split_each_global_batch(n, b, w):
     """Rank r's step i is part r of one process's batch i with a w-times larger batch; evaluation
     batches are the single-process ones dealt round-robin; every graph once per pass."""
-    from graphgt.data.loader import graph_batch_plan
+    import numpy as np
 
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(n))
-    single = graph_batch_plan(order, b * w, True)
-    if single[-1].numel() < w:  # a last global batch too small to share is merged into the one before
-        single[-2:] = [torch.cat(single[-2:])]
-    ranks = [graph_batch_plan(order, b, True, r, w) for r in range(w)]
+    from graphgt.data.plan import plan_batches
+
+    items = np.arange(n)
+    single = plan_batches(items, b * w, True, seed=n, epoch=0)
+    ranks = [plan_batches(items, b, True, n, 0, r, w) for r in range(w)]
     assert {len(p) for p in ranks} == {len(single)}                       # same steps on every rank
-    assert all(len(batch) > 0 for p in ranks for batch in p)
+    assert all(0 < len(batch) <= b for p in ranks for batch in p)
+    assert max(map(len, single)) - min(map(len, single)) <= 1            # no tiny last batch
     for i, batch in enumerate(single):
-        assert torch.equal(torch.cat([p[i] for p in ranks]), batch)
-    evals = [graph_batch_plan(order, b, False, r, w) for r in range(w)]
-    for g, batch in enumerate(order.split(b)):
-        assert torch.equal(evals[g % w][g // w], batch)
+        assert np.array_equal(np.concatenate([p[i] for p in ranks]), batch)
+    assert sorted(np.concatenate(single).tolist()) == list(range(n))      # every graph once per pass
+    evals = [plan_batches(items, b, False, n, 0, r, w) for r in range(w)]
+    for g, batch in enumerate(np.array_split(items, -(-n // b))):
+        assert np.array_equal(evals[g % w][g // w], batch)
 
 
 def test_full_batch_loader_shares_the_training_nodes():
     from torch_geometric.data import Batch, Data
 
-    from graphgt.data.common import FullBatchLoader
+    from graphgt.data.loader import FullBatchLoader
 
     batch = Batch.from_data_list([Data(x=torch.zeros(10, 1), edge_index=torch.zeros(2, 0, dtype=torch.long))])
     batch.loss_mask = torch.tensor([1, 0, 1, 1, 0, 1, 1, 0, 1, 1], dtype=torch.bool)

@@ -14,6 +14,7 @@ pytest.importorskip("rdkit")
 
 from graphgt.data import PeptidesFunctional  # noqa: E402
 from graphgt.data import peptides as pep  # noqa: E402
+from graphgt.nn.encoders import feature_encoder  # noqa: E402
 
 from .helpers import SHARED, processed_dirs, requires_shared  # noqa: E402
 
@@ -55,11 +56,11 @@ def test_module_on_a_tiny_copy(tmp_path, monkeypatch):
     assert [len(p) for p in m.split_indices] == [30, 5, 5]
     spec = m.spec
     assert (spec.task.kind, spec.task.num_outputs, spec.task.level) == ("multilabel", 10, "graph")
-    assert spec.task.metric.name == "ap"
+    assert spec.task.metric == "ap"
     b = next(iter(m.train_loader(0)))
     assert b.num_graphs == 8 and b.y.shape == (8, 10)
-    assert spec.node_encoder(16)(b.x).shape == (b.num_nodes, 16)
-    assert spec.edge_encoder(16)(b.edge_attr).shape == (b.edge_index.size(1), 16)
+    assert feature_encoder(spec.node_features, 16)(b.x).shape == (b.num_nodes, 16)
+    assert feature_encoder(spec.edge_features, 16)(b.edge_attr).shape == (b.edge_index.size(1), 16)
     assert m.processed_path(tmp_path / "cache").is_file()
     # the second setup reads the cache and does not convert again
     monkeypatch.setattr(pep, "convert_smiles", lambda *a, **k: pytest.fail("converted twice"))

@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch_geometric.datasets import FakeDataset
 
-from graphgt.config.errors import ConfigError
+from graphgt.errors import ConfigError
 from graphgt.data import PyGDataset, RandomSplit
+from graphgt.spec import FloatFeatures
 
 from .helpers import SHARED, DegreePE, processed_dirs, requires_shared
 
@@ -21,22 +22,27 @@ def test_graph_level_fake_dataset(tmp_path):
     assert [len(p) for p in m.split_indices] == [30, 10, 10]
     spec = m.spec
     assert (spec.task.kind, spec.task.num_outputs, spec.task.level) == ("multiclass", 3, "graph")
-    assert spec.node_encoder(4).in_dim == 5 and spec.edge_encoder(4).in_dim == 2
+    assert spec.node_features == FloatFeatures(5) and spec.edge_features == FloatFeatures(2)
     b = next(iter(m.train_loader(0)))
     assert b.num_graphs == 8 and b.y.shape == (8,) and b.y.dtype == torch.long and b.degree_pe.shape[1] == 1
     assert [x.num_nodes for x in m.train_loader(1)] == [x.num_nodes for x in m.train_loader(1)]
 
 
 def test_graph_level_from_target_mapping_as_regression(tmp_path):
-    cfg = {"_target_": "torch_geometric.datasets.FakeDataset", "num_graphs": 20, "avg_num_nodes": 8,
-           "num_channels": 4, "num_classes": 2, "task": "graph"}
-    m = PyGDataset(cfg, level="graph", task="regression", metric="mae",
-                   split={"_target_": "graphgt.data.splits.RandomSplit", "train": 0.5, "val": 0.25}, batch_size=4)
+    from functools import partial
+
+    from torch_geometric.datasets import FakeDataset
+
+    from graphgt.data.splits import RandomSplit
+
+    factory = partial(FakeDataset, num_graphs=20, avg_num_nodes=8, num_channels=4, num_classes=2, task="graph")
+    m = PyGDataset(factory, level="graph", task="regression", metric="mae", split=RandomSplit(0.5, 0.25),
+                   batch_size=4)
     m.check()
     m.setup([], tmp_path)
     b = next(iter(m.val_loader()))
-    assert b.y.shape == (4, 1) and b.y.dtype == torch.float32
-    assert m.spec.task.num_outputs == 1 and m.spec.edge_encoder is None and not m.spec.task.metric.higher_is_better
+    assert b.y.shape == (3, 1) and b.y.dtype == torch.float32  # 5 validation graphs: batches of 3 and 2
+    assert m.spec.task.num_outputs == 1 and m.spec.edge_features is None and m.spec.task.metric == "mae"
 
 
 def test_node_level_fake_dataset(tmp_path):
@@ -52,12 +58,11 @@ def test_node_level_fake_dataset(tmp_path):
 
 def test_bad_options_are_config_errors():
     ds = FakeDataset(num_graphs=2)
-    for kwargs, key in [({"level": "edge"}, "data.level"), ({"task": "ranking"}, "data.task"),
-                        ({"metric": "f1"}, "metric")]:
+    for kwargs, key in [({"level": "edge"}, "data.level"), ({"task": "ranking"}, "data.task")]:
         args = dict(level="graph", task="multiclass", metric="accuracy") | kwargs
         with pytest.raises(ConfigError, match=key):
             PyGDataset(ds, **args).check()
-    with pytest.raises(ConfigError, match="cannot be imported"):
+    with pytest.raises(ConfigError, match="data.dataset must be a PyG dataset, or a factory"):
         PyGDataset({"_target_": "torch_geometric.datasets.Nope"}, level="graph", task="multiclass",
                    metric="accuracy").check()
     m = PyGDataset(ds, level="graph", task="multiclass", metric="accuracy")  # default MaskSplit: no masks
@@ -66,9 +71,13 @@ def test_bad_options_are_config_errors():
 
 
 @requires_shared
-def test_read_only_root_of_a_mapping_is_copied(tmp_path):
-    cfg = {"_target_": "torch_geometric.datasets.Planetoid", "root": str(SHARED / "planetoid"), "name": "Cora"}
-    m = PyGDataset(cfg, level="node", task="multiclass", metric="accuracy")
+def test_read_only_root_of_a_factory_is_copied(tmp_path):
+    from functools import partial
+
+    from torch_geometric.datasets import Planetoid
+
+    factory = partial(Planetoid, root=str(SHARED / "planetoid"), name="Cora")
+    m = PyGDataset(factory, level="node", task="multiclass", metric="accuracy")
     m.setup([], tmp_path)
     assert [len(p) for p in m.split_indices] == [140, 500, 1000]
     assert (tmp_path / "datasets" / "pyg" / "planetoid" / "Cora" / "processed").is_dir()
@@ -81,7 +90,8 @@ def test_built_by_hydra(tmp_path):
 
     cfg = OmegaConf.create({
         "_target_": "graphgt.data.PyGDataset",
-        "dataset": {"_target_": "torch_geometric.datasets.FakeDataset", "num_graphs": 12, "avg_num_nodes": 6,
+        "dataset": {"_target_": "torch_geometric.datasets.FakeDataset", "_partial_": True, "num_graphs": 12,
+                    "avg_num_nodes": 6,
                     "num_channels": 3, "num_classes": 2, "task": "graph"},
         "level": "graph", "task": "binary", "metric": "rocauc", "batch_size": 4,
         "split": {"_target_": "graphgt.data.splits.RandomSplit", "train": 0.5, "val": 0.25, "seed": 0},

@@ -7,9 +7,12 @@ import shutil
 import pytest
 import torch
 
-from graphgt.config.errors import ConfigError
+from graphgt.errors import ConfigError
 from graphgt.data import OGBGraphData, PeptidesFunctional, PlanetoidData, TUData, WebKBData
 from graphgt.data.common import is_writable
+from graphgt.eval import get_metric
+from graphgt.nn.encoders import feature_encoder
+from graphgt.spec import FloatFeatures
 
 from .helpers import SHARED, DegreePE, processed_dirs, requires_shared
 
@@ -35,7 +38,7 @@ def test_cora_public_split_and_loaders(tmp_path):
     assert [len(p) for p in m.split_indices] == [140, 500, 1000]
     spec = m.spec
     assert (spec.task.kind, spec.task.num_outputs, spec.task.level) == ("multiclass", 7, "node")
-    assert spec.edge_encoder is None and spec.node_encoder(8).in_dim == 1433
+    assert spec.edge_features is None and spec.node_features == FloatFeatures(1433)
     for loader, count in ((m.train_loader(0), 140), (m.val_loader(), 500), (m.test_loader(), 1000)):
         b = _one(loader)
         assert b.num_nodes == 2708 and b.edge_index.shape == (2, 10556)
@@ -83,7 +86,7 @@ def test_mutag_graphs_edge_features_and_split(tmp_path):
     assert torch.equal(torch.sort(torch.cat([train, val, test])).values, torch.arange(188))  # disjoint, covering
     spec = m.spec
     assert (spec.task.kind, spec.task.num_outputs, spec.task.level) == ("multiclass", 2, "graph")
-    assert spec.edge_encoder is not None and spec.edge_encoder(8).in_dim == 4 and spec.node_encoder(8).in_dim == 7
+    assert spec.edge_features == FloatFeatures(4) and spec.node_features == FloatFeatures(7)
     # stratified: class proportions of each split are close to the whole
     y = torch.cat([g.y for split in ("train", "val", "test") for g in m._splits[split]])
     labels = torch.empty(188, dtype=torch.long)
@@ -108,14 +111,14 @@ def test_mutag_graphs_edge_features_and_split(tmp_path):
 def test_enzymes_node_attributes(tmp_path):
     m = TUData(str(SHARED), "ENZYMES", use_node_attr=True)
     m.setup([], tmp_path)
-    assert m.spec.node_encoder(8).in_dim == 21 and m.spec.task.num_outputs == 6
-    assert sum(len(p) for p in m.split_indices) == 600 and m.spec.edge_encoder is None
+    assert m.spec.node_features == FloatFeatures(21) and m.spec.task.num_outputs == 6
+    assert sum(len(p) for p in m.split_indices) == 600 and m.spec.edge_features is None
 
 
 def test_proteins_loads(tmp_path):
     m = TUData(str(SHARED), "PROTEINS")
     m.setup([], tmp_path)
-    assert sum(len(p) for p in m.split_indices) == 1113 and m.spec.node_encoder(8).in_dim == 3
+    assert sum(len(p) for p in m.split_indices) == 1113 and m.spec.node_features == FloatFeatures(3)
 
 
 @pytest.mark.parametrize("name,sizes", [("ogbg-molbace", (1210, 151, 152)), ("ogbg-molbbbp", (1631, 204, 204))])
@@ -126,14 +129,14 @@ def test_ogb_molecules(tmp_path, name, sizes):
     assert tuple(len(p) for p in m.split_indices) == sizes
     spec = m.spec
     assert (spec.task.kind, spec.task.num_outputs, spec.task.level) == ("binary", 1, "graph")
-    assert spec.task.metric.name == "rocauc"
+    assert spec.task.metric == f"ogb:{name}"
     b = next(iter(m.val_loader()))
-    assert b.y.shape == (64, 1) and b.y.dtype == torch.float32
+    assert b.y.shape == (51, 1) and b.y.dtype == torch.float32  # ceil(n / 64) batches of equal size (+-1)
     assert b.x.shape[1] == 9 and b.edge_attr.shape[1] == 3
-    assert spec.node_encoder(8)(b.x).shape == (b.num_nodes, 8)
-    assert spec.edge_encoder(8)(b.edge_attr).shape == (b.edge_index.size(1), 8)
+    assert feature_encoder(spec.node_features, 8)(b.x).shape == (b.num_nodes, 8)
+    assert feature_encoder(spec.edge_features, 8)(b.edge_attr).shape == (b.edge_index.size(1), 8)
     y = torch.cat([batch.y for batch in m.val_loader()])
-    score = spec.task.metric(torch.randn(len(y), 1), y)
+    score = get_metric(spec.task.metric)(torch.randn(len(y), 1), y)
     assert 0.0 <= score <= 1.0
 
 

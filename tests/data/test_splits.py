@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
-from graphgt.config.errors import ConfigError
+from graphgt.errors import ConfigError
 from graphgt.data.common import as_split
 from graphgt.data.splits import IndexFileSplit, MaskSplit, OfficialSplit, RandomSplit
 
@@ -97,9 +97,11 @@ def test_official_split_needs_get_idx_split():
         OfficialSplit().split(3, object())
 
 
-def test_as_split_from_target_mapping():
-    s = as_split({"_target_": "graphgt.data.splits.RandomSplit", "train": 0.6, "val": 0.2, "seed": 1}, MaskSplit())
+def test_as_split_takes_a_split_or_none():
+    s = as_split(RandomSplit(0.6, 0.2, seed=1), MaskSplit())
     assert isinstance(s, RandomSplit) and s.seed == 1
     assert isinstance(as_split(None, MaskSplit()), MaskSplit)
     with pytest.raises(ConfigError, match="data.split"):
         as_split(3, MaskSplit())
+    with pytest.raises(ConfigError, match="data.split"):  # Hydra builds the node; a raw mapping is refused
+        as_split({"_target_": "graphgt.data.splits.RandomSplit", "train": 0.6, "val": 0.2}, MaskSplit())

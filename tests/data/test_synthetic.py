@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch_geometric.utils import is_undirected
 
-from graphgt.config.errors import ConfigError
+from graphgt.errors import ConfigError
 from graphgt.data import SyntheticCSBM
 from graphgt.data.synthetic import generate_csbm
+from graphgt.nn.encoders import feature_encoder
 
 from .helpers import DegreePE
 
@@ -63,8 +64,8 @@ def test_module_setup_loaders_and_pe(tmp_path):
     m.setup([DegreePE()], tmp_path)
     spec = m.spec
     assert spec.task.kind == "multiclass" and spec.task.num_outputs == 3 and spec.task.level == "node"
-    assert spec.task.metric.name == "accuracy" and spec.edge_encoder is None
-    assert spec.node_encoder(16)(torch.randn(4, 8)).shape == (4, 16)
+    assert spec.task.metric == "accuracy" and spec.edge_features is None
+    assert feature_encoder(spec.node_features, 16)(torch.randn(4, 8)).shape == (4, 16)
     masks = []
     for loader in (m.train_loader(0), m.val_loader(), m.test_loader()):
         (batch,) = list(loader)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from graphgt.config.errors import ConfigError
+from graphgt.errors import ConfigError
 from graphgt.eval.metrics import MAE, RMSE, ROCAUC, Accuracy, AveragePrecision, OGBMetric, get_metric
 
 

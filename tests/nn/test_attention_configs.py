@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from graphgt.train.run import run
+from graphgt.app import run
 from tests.conftest import compose_with_choices
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "attention"
@@ -34,7 +34,7 @@ def test_gps_with_each_attention_on_graph_level_data(tmp_path, name):
 
 @pytest.mark.parametrize("name", ATTENTIONS)
 def test_gps_with_each_attention_on_sampled_node_batches(tmp_path, name):
-    from tests.data.test_store_node import csbm_store
+    from tests.data.store.test_node import csbm_store
 
     torch.set_num_threads(1)
     store = csbm_store(tmp_path / "store", num_nodes=600)

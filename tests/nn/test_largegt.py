@@ -7,26 +7,22 @@ import numpy as np
 import pytest
 import torch
 
-from graphgt.data.base import DataSpec, Task
-from graphgt.data.hop_features import compute_hop_features
+from graphgt.data.store.hop_features import compute_hop_features
 from graphgt.data.sampling import NodeLoader, TokenSampler
-from graphgt.eval.metrics import Accuracy
 from graphgt.nn.attention.performer import PerformerAttention
 from graphgt.nn.encoders import LinearEncoder
 from graphgt.nn.largegt import LargeGTModel
-from graphgt.train.run import run
+from graphgt.spec import DataSpec, FloatFeatures, Task
+from graphgt.app import run
 from tests.conftest import compose_with_choices
-from tests.data.test_store_node import csbm_store
+from tests.data.store.test_node import csbm_store
 
 FAST = ["trainer.progress=false", "trainer.checkpoint=false", "logger=none", "pe=none"]
 
 
 def _spec(features=16, classes=5):
-    import functools
-
-    return DataSpec(task=Task("multiclass", classes, Accuracy(), "node"),
-                    node_encoder=functools.partial(LinearEncoder, features), edge_encoder=None,
-                    name="toy", node_feature_dim=features)
+    return DataSpec(task=Task("multiclass", classes, "node", "accuracy"), node_features=FloatFeatures(features),
+                    edge_features=None, name="toy")
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +99,7 @@ def test_largegt_trains_through_the_cli(tmp_path, token_store):
 
 def test_in_memory_source_writes_cora_as_a_store(tmp_path, shared_data):
     from graphgt.data.planetoid import PlanetoidData
-    from graphgt.data.store_node import InMemorySource, StoreNodeData
+    from graphgt.data.store.node import InMemorySource, StoreNodeData
 
     root = tmp_path / "data"
     shutil.copytree(shared_data / "planetoid", root / "planetoid")

@@ -4,19 +4,18 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
-from graphgt.data.base import DataSpec, Task
-from graphgt.eval.metrics import Accuracy
 from graphgt.nn.attention import FullAttention, PerformerAttention
 from graphgt.nn.encoders import LinearEncoder
 from graphgt.nn.gps_layer import GPSLayer
 from graphgt.nn.attention.base import AttentionContext
 from graphgt.nn.local import GatedGCNLayer, GCNLayer, GINELayer
 from graphgt.nn.model import GPSModel, MPNNModel, count_parameters
+from graphgt.spec import CategoricalFeatures, DataSpec, FloatFeatures, Task
 
 
 def spec(level="graph", edge=True, outputs=3):
-    return DataSpec(Task("multiclass", outputs, Accuracy(), level), partial(LinearEncoder, 5),
-                    partial(LinearEncoder, 2) if edge else None, "toy")
+    return DataSpec(Task("multiclass", outputs, level, "accuracy"), FloatFeatures(5),
+                    FloatFeatures(2) if edge else None, "toy")
 
 
 def batch(seed=0, sizes=(4, 7, 5)):
@@ -92,7 +91,6 @@ def test_mpnn_raw_io_is_the_published_two_layer_gcn():
     from graphgt.nn.local import GATLayer
     torch.manual_seed(0)
     s = spec("node", edge=False, outputs=3)
-    s.node_feature_dim = 5
     model = MPNNModel(s, hidden=16, layers=2, local=partial(GCNLayer), raw_io=True).eval()
     assert [(l.in_dim, l.out_dim) for l in model.layers] == [(5, 16), (16, 3)]
     assert repr(model.layers[0]) == "GCNLayer(5, 16, normalize=True, cached=False)"
@@ -104,12 +102,12 @@ def test_mpnn_raw_io_is_the_published_two_layer_gcn():
     with pytest.raises(ValueError, match="no in_dim/out_dim"):
         MPNNModel(s, local=partial(GINELayer), raw_io=True)
     with pytest.raises(ValueError, match="float node features"):
-        MPNNModel(spec("node", edge=False), local=partial(GCNLayer), raw_io=True)
+        MPNNModel(DataSpec(Task("multiclass", 3, "node", "accuracy"), CategoricalFeatures([4, 2]), None, "toy"),
+                  local=partial(GCNLayer), raw_io=True)
 
 
 def test_reset_parameters_reinitialises_every_model_kind():
     s = spec("node", edge=False, outputs=3)
-    s.node_feature_dim = 5
     for model in (GPSModel(spec(), hidden=16, local=partial(GINELayer), attention=partial(FullAttention)),
                   MPNNModel(s, hidden=16, local=partial(GCNLayer), raw_io=True)):
         before = [p.detach().clone() for p in model.parameters()]

@@ -21,9 +21,9 @@ from hydra.utils import instantiate  # noqa: E402
 
 from graphgt.train.distributed import init_distributed, shutdown  # noqa: E402
 from graphgt.train.loop import Trainer  # noqa: E402
-from graphgt.train.run import seed_everything  # noqa: E402
+from graphgt.app import build_objective, seed_everything  # noqa: E402
 from tests.conftest import compose  # noqa: E402
-from tests.data.test_store_node import csbm_store  # noqa: E402
+from tests.data.store.test_node import csbm_store  # noqa: E402
 
 CASES = {
     "graph": ["data=pyg-fake", "data.dataset.num_graphs=300", "data.batch_size=7", "local=gin",
@@ -50,12 +50,12 @@ def main(out: Path, cache: Path) -> None:
         data.load(cache)
         data.setup([], cache)
         seed_everything(0)
-        model = instantiate(cfg.model, spec=data.spec, local=instantiate(cfg.local),
-                            attention=instantiate(cfg.attention), pe=[])
+        model = instantiate(cfg.model, _partial_=True)(spec=data.spec, local=instantiate(cfg.local),
+                                                       attention=instantiate(cfg.attention), pe=[])
         trainer = Trainer(device="cpu", progress=False)
         loader = data.val_loader(dist.rank, dist.world_size)
         items = sum(int(b.loss_mask.sum()) if hasattr(b, "loss_mask") else int(b.num_graphs) for b in loader)
-        res = trainer.evaluate(model, loader, data.spec.task, "val", dist)
+        res = trainer.evaluate(model, loader, build_objective(data.spec), "val", dist)
         target = torch.cat([b.y[b.loss_mask] if hasattr(b, "loss_mask") else b.y
                             for b in data.val_loader()])  # the single-process order, read directly
         torch.save({"pred": res.pred, "target": target, "loss": res.loss, "metric": res.metric,

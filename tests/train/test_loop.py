@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from graphgt.train.optim import WarmupCosine
-from graphgt.train.run import run
+from graphgt.app import build_objective, build_trainer, run
 from tests.conftest import compose_with_choices
 
 TINY = ["data.num_nodes=400", "model.hidden=16", "model.layers=2", "trainer.max_epochs=3",
@@ -96,9 +96,9 @@ def test_test_split_once_at_the_end_with_best_weights(tmp_path):
     data = instantiate(cfg2.data)
     data.load(Path(cfg2.cache_dir))
     data.setup([], Path(cfg2.cache_dir))
-    model = instantiate(cfg2.model, spec=data.spec, local=instantiate(cfg2.local),
-                        attention=instantiate(cfg2.attention), pe=[])
+    model = instantiate(cfg2.model, _partial_=True)(spec=data.spec, local=instantiate(cfg2.local),
+                                                    attention=instantiate(cfg2.attention), pe=[])
     model.load_state_dict(torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"])
-    trainer = instantiate(cfg2.trainer)
-    expected = trainer.evaluate(model, data.test_loader(), data.spec.task).metric
+    trainer, _ = build_trainer(cfg2)
+    expected = trainer.evaluate(model, data.test_loader(), build_objective(data.spec)).metric
     assert r["test_at_best_val"] == pytest.approx(expected, abs=1e-12)

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from graphgt.config.errors import ConfigError
+from graphgt.errors import ConfigError
 from graphgt.data.loader import GraphBatchLoader
 from graphgt.train import loop
 from graphgt.train.checkpoint import CheckpointError, load_checkpoint, load_model_state
-from graphgt.train.loop import NonFiniteLossError
-from graphgt.train.run import run
+from graphgt.errors import NonFiniteLossError
+from graphgt.app import run
 from graphgt.train.signals import Preempted
 from tests.conftest import compose_with_choices
 from tests.train.ddp import (FAST, REPO, assert_same_weights, env, explain, graphgt, last_position, metrics,

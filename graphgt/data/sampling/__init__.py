@@ -9,8 +9,8 @@
   shards of equal length.
 """
 from graphgt.data.sampling.largegt import TokenBatch, TokenSampler
-from graphgt.data.sampling.loader import (NodeLoader, neighbor_batch, num_batches, num_eval_batches, plan_batches,
-                                          token_batch)
+from graphgt.data.plan import num_batches, num_eval_batches, plan_batches
+from graphgt.data.sampling.loader import NodeLoader, neighbor_batch, token_batch
 from graphgt.data.sampling.neighbor import NeighborSampler, SampledSubgraph
 
 __all__ = ["NeighborSampler", "SampledSubgraph", "TokenSampler", "TokenBatch", "NodeLoader", "neighbor_batch",

@@ -5,21 +5,8 @@ neighbourhood (:class:`NeighborSampler` or :class:`TokenSampler`), gathers the r
 store's features, labels and positional encodings, and yields PyG ``Data`` objects that the
 trainer consumes like any other batch (``batch.y[batch.loss_mask]`` are the outputs that count).
 
-Batch plan of pass ``e`` (``n`` seeds, ``W = world_size`` ranks, ``b`` seeds per rank and batch).
-Shuffled passes (training) split every *global* batch across the ranks::
-
-    order   = seeds[perm(seed, e)]
-    T       = ceil(n / (W * b))                   steps per pass, the same on every rank
-    G_i     = array_split(order, T)[i]            global batch i: sizes differ by at most one
-    batch_{r,i} = array_split(G_i, W)[r]          rank r's part of step i (at most b seeds)
-
-so the ranks' step-``i`` batches together are exactly the batch ``i`` of one process with batch
-size ``W * b`` (DDP over ``W`` ranks trains on the same global batches as one process), every seed
-is used once per pass, and every rank runs the same number of steps, so DDP's collective calls never
-wait on a rank that has run out of data.  Ordered passes (evaluation) deal whole batches of the
-single-process plan ``array_split(seeds, ceil(n / b))`` round-robin: rank ``r`` gets batches
-``r, r + W, r + 2W, ...`` (ranks may differ by one batch; evaluation has no collectives), so each
-evaluation batch, and its prediction, is the one a single process would compute.
+The batch plan (which seeds each batch of a pass holds on each DDP rank) is the one every
+loader shares, :mod:`graphgt.data.plan`.
 
 Batch ``i`` of rank ``r`` is sampled with the seed ``mix(seed, e, i * W + r)`` in training and
 ``mix(seed, 0, g)`` for evaluation batch ``g`` of the single-process plan: a batch depends only on
@@ -41,41 +28,14 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from graphgt.data.plan import check_plan, check_shard, num_batches, num_eval_batches, plan_batches
 from graphgt.data.sampling.kernels import mix_seed
 from graphgt.data.sampling.largegt import TokenBatch, TokenSampler
 from graphgt.data.sampling.neighbor import NeighborSampler, SampledSubgraph, check_seeds
-from graphgt.data.store import GraphStore, release_pages
+from graphgt.data.store.core import GraphStore
+from graphgt.pages import release_pages
 
 Sampler = Union[NeighborSampler, TokenSampler]
-
-
-# --------------------------------------------------------------------------- the batch plan
-def num_batches(num_seeds: int, batch_size: int, world_size: int = 1) -> int:
-    """Steps of a shuffled pass (every rank): ``ceil(num_seeds / (world_size * batch_size))``."""
-    return -(-num_seeds // (world_size * batch_size))
-
-
-def num_eval_batches(num_seeds: int, batch_size: int, rank: int = 0, world_size: int = 1) -> int:
-    """Batches of rank ``rank`` in an ordered pass: its round-robin share of ``ceil(num_seeds / batch_size)``."""
-    return len(range(rank, num_batches(num_seeds, batch_size), world_size))
-
-
-def epoch_order(seeds: np.ndarray, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
-    """The seeds in the order of pass ``epoch``: a permutation drawn from ``(seed, epoch)``, or as given."""
-    if not shuffle:
-        return seeds
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch)])))
-    return seeds[rng.permutation(seeds.shape[0])]
-
-
-def plan_batches(seeds: np.ndarray, batch_size: int, shuffle: bool, seed: int, epoch: int,
-                 rank: int = 0, world_size: int = 1) -> List[np.ndarray]:
-    """The seed batches of ``rank`` in pass ``epoch`` (module docstring)."""
-    if not shuffle:
-        return np.array_split(seeds, num_batches(seeds.shape[0], batch_size))[rank::world_size]
-    order = epoch_order(seeds, seed, epoch, shuffle)
-    steps = np.array_split(order, num_batches(seeds.shape[0], batch_size, world_size))
-    return [np.array_split(step, world_size)[rank] for step in steps]
 
 
 # --------------------------------------------------------------------------- gathering
@@ -134,7 +94,7 @@ def token_batch(store: GraphStore, tb: TokenBatch, pe_keys: Sequence[str] = (), 
     ``token_hop`` (long; 0 seed, 1, 2, -1 padding) and ``token_mask`` ``[B, K]``, ``y`` and
     ``loss_mask`` of the seeds ``[B]``, ``n_id [B]``, ``num_seeds``; per PE key ``<key> [B, d]``
     and ``token_<key> [B, K, d]``; with ``hop_features = P > 0``, ``token_xhop [B, K, P, F]`` the
-    tokens' propagated features ``extra/x_hop1..P`` (:mod:`graphgt.data.hop_features`).
+    tokens' propagated features ``extra/x_hop1..P`` (:mod:`graphgt.data.store.hop_features`).
     """
     b, k = tb.tokens.shape
     flat = tb.tokens.reshape(-1)
@@ -142,7 +102,7 @@ def token_batch(store: GraphStore, tb: TokenBatch, pe_keys: Sequence[str] = (), 
     data = Data(x=_float_tensor(_rows(x, tb.seeds)),
                 token_x=_float_tensor(_rows(x, flat)).reshape(b, k, -1))
     if hop_features:
-        from graphgt.data.hop_features import hop_key
+        from graphgt.data.store.hop_features import hop_key
 
         data.token_xhop = torch.stack([_float_tensor(_rows(store.array(hop_key(p)), flat)).reshape(b, k, -1)
                                        for p in range(1, hop_features + 1)], dim=2)
@@ -305,14 +265,9 @@ class NodeLoader:
                                  ("release_every", release_every, 0)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} must lie in [0, world_size={world_size})")
-        n = seeds.shape[0]
-        t = num_batches(n, batch_size, world_size)
-        if shuffle and n // t < world_size:
-            raise ValueError(f"{n} seeds over world_size={world_size} ranks with batch_size={batch_size} would leave "
-                             f"some rank an empty batch (the smallest of the {t} global batches has {n // t} seeds "
-                             "for the ranks to share); raise batch_size or lower world_size")
+        check_shard(rank, world_size)
+        if shuffle:
+            check_plan(seeds.shape[0], batch_size, world_size, "seeds")
         if isinstance(pe_keys, str):
             pe_keys = (pe_keys,)
         missing = [k for k in pe_keys if not store.has(f"pe/{k}")]
@@ -327,12 +282,12 @@ class NodeLoader:
         if isinstance(hop_features, bool) or not isinstance(hop_features, (int, np.integer)) or hop_features < 0:
             raise ValueError(f"hop_features must be an int >= 0, got {hop_features!r}")
         if hop_features:
-            from graphgt.data.hop_features import hop_key
+            from graphgt.data.store.hop_features import hop_key
 
             absent = [hop_key(p) for p in range(1, hop_features + 1) if not store.has(hop_key(p))]
             if absent:
                 raise ValueError(f"hop_features={hop_features}: {absent} are not stored in '{store.path}'; "
-                                 "compute them with graphgt.data.hop_features.compute_hop_features")
+                                 "compute them with graphgt.data.store.hop_features.compute_hop_features")
         self.hop_features = int(hop_features)
         self.release_every = int(release_every)
         self.epoch = 0

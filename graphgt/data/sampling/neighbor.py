@@ -22,7 +22,7 @@ from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
-from graphgt.data.store import advise_mapping, larger_than_ram_share
+from graphgt.pages import advise_mapping, larger_than_ram_share
 
 from graphgt.data.sampling import kernels
 

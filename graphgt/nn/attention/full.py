@@ -1,7 +1,6 @@
 """Exact multi-head softmax attention restricted to each graph of a mini-batch."""
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

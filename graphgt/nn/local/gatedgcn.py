@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+from graphgt.nn.dropout import ByteDropout
 from graphgt.nn.local.base import LocalMP
 
 
@@ -63,6 +64,7 @@ class GatedGCNLayer(LocalMP):
         self.E = nn.Linear(dim, dim)
         self.bn_node: nn.Module = nn.BatchNorm1d(dim) if batch_norm else nn.Identity()
         self.bn_edge: nn.Module = nn.BatchNorm1d(dim) if batch_norm else nn.Identity()
+        self.drop = ByteDropout(dropout)
 
     @property
     def applies_residual(self) -> bool:
@@ -91,8 +93,8 @@ class GatedGCNLayer(LocalMP):
         den = scatter(sigma, dst, dim=0, dim_size=num_nodes, reduce="sum")
         h_hat = self.A(x) + num / (den + 1e-6)                        # [N, d]
 
-        h = F.dropout(F.relu(self.bn_node(h_hat)), p=self.dropout, training=self.training)
-        e = F.dropout(F.relu(self.bn_edge(e_hat)), p=self.dropout, training=self.training)
+        h = self.drop(F.relu(self.bn_node(h_hat)))
+        e = self.drop(F.relu(self.bn_edge(e_hat)))
         if self.residual:
             h = x + h
             e = edge_attr + e

@@ -231,15 +231,13 @@ def test_batches_train_a_gps_model(store):
     """A loader batch goes through a node-level GPS model and the trainer's loss selection."""
     from functools import partial
 
-    from graphgt.data.base import DataSpec, Task
-    from graphgt.eval.metrics import Accuracy
     from graphgt.nn.attention import PerformerAttention
-    from graphgt.nn.encoders import LinearEncoder
     from graphgt.nn.local import GCNLayer
     from graphgt.nn.model import GPSModel
+    from graphgt.spec import DataSpec, FloatFeatures, Task
     from graphgt.train.losses import multiclass_loss
 
-    spec = DataSpec(Task("multiclass", 5, Accuracy(), "node"), partial(LinearEncoder, F), None, "toy")
+    spec = DataSpec(Task("multiclass", 5, "node", "accuracy"), FloatFeatures(F), None, "toy")
     torch.manual_seed(0)
     model = GPSModel(spec, hidden=8, layers=1, local=partial(GCNLayer), attention=partial(PerformerAttention))
     sampler = NeighborSampler(store.indptr, store.indices, [3, 3])

@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch_geometric.utils import erdos_renyi_graph
 
-import graphgt.pe.store_pe as store_pe_mod
+import graphgt.data.store.core as store_core
+import graphgt.data.store.pe as store_pe_mod
 from graphgt.data.store import GraphStore, write_store
 from graphgt.pe import LaplacianPE, PositionalEncoding, RandomWalkSE
 from graphgt.pe.csr import csr_from_edge_index
 from graphgt.pe.rw_estimator import RandomWalkSEEstimator
-from graphgt.pe.store_pe import compute_store_pe, is_up_to_date, pe_of_csr, stored_pe_keys
+from graphgt.data.store.pe import compute_store_pe, is_up_to_date, pe_of_csr, stored_pe_keys
 
 
 def make_store(path, edge_index: torch.Tensor, n: int) -> GraphStore:
@@ -82,7 +83,7 @@ def test_interrupted_write_is_not_trusted(toy, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store_pe_mod, "add_arrays", crash)
+    monkeypatch.setattr(store_core, "add_arrays", crash)
     with pytest.raises(OSError):
         compute_store_pe(store.path, RandomWalkSE(steps=5))
     meta = json.loads((store.path / "meta.json").read_text())

@@ -39,7 +39,7 @@ What the store holds (and how it differs from ``ogb.nodeproppred.NodePropPredDat
 * ``meta.json``: ``task = {kind, num_outputs, metric, ogb_name}``, plus ``ogb_name``,
   ``split_type``, ``source`` (folder, format, url, version), ``symmetrised``, ``csr`` (build stats).
 
-A missing dataset raises a :class:`~graphgt.config.errors.ConfigError` naming the expected file and
+A missing dataset raises a :class:`~graphgt.errors.ConfigError` naming the expected file and
 the command that fetches it (``python scripts/prepare_ogb.py <name> --root <root>``, which uses
 OGB's own download helpers for the zip and then converts; OGB's in-memory processing is never run).
 """
@@ -57,9 +57,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from graphgt.config.errors import ConfigError
+from graphgt.errors import ConfigError
 from graphgt.data.common import require_paths
-from graphgt.data.store import GraphStore, StoreWriter, index_dtype, iter_chunks
+from graphgt.data.store.core import GraphStore, StoreWriter, index_dtype, iter_chunks
 
 PathLike = Union[str, Path]
 
@@ -670,6 +670,87 @@ def _write_rows(writer: StoreWriter, key: str, shape: Tuple[int, ...], dtype: An
             a.write(convert(c) if convert is not None else c)
 
 
+def _convertible_info(name: str, chunk_rows: int) -> OGBNodeInfo:
+    """The master-table row of ``name``; ConfigError if it is not supported or ``chunk_rows < 1``."""
+    info = ogb_node_info(name)
+    if name not in SUPPORTED:
+        raise ConfigError(f"'{name}': the OGB node converter supports {', '.join(SUPPORTED)}")
+    if int(chunk_rows) < 1:
+        raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    return info
+
+
+def _write_csr(w: StoreWriter, src: _Source, chunk_rows: int, mem_budget: int
+               ) -> Tuple[Dict[str, Any], Optional[np.ndarray], Optional[np.ndarray]]:
+    """Stream the edges into ``indptr``/``indices``; returns ``(csr stats, feature sums, feature counts)``,
+    the per-node sums and counts of incident edge features (proteins), else ``None``."""
+    info, n = src.info, src.num_nodes
+    builder = SymmetricCSRBuilder(n, w.tmp / "edges.scratch", chunk=chunk_rows, mem_budget=mem_budget)
+    feat_sum = feat_cnt = None
+    try:
+        for s, d, f in src.edges():
+            builder.add(s, d)
+            if f is not None and not info.has_node_attr:  # proteins: mean of incident edge features
+                if feat_sum is None:
+                    feat_sum = np.zeros((n, f.shape[1]), dtype=np.float64)
+                    feat_cnt = np.zeros(n, dtype=np.int64)
+                for ends in (s, d):
+                    for j in range(f.shape[1]):
+                        feat_sum[:, j] += np.bincount(ends, weights=f[:, j], minlength=n)
+                    feat_cnt += np.bincount(ends, minlength=n)
+        if src.num_edges is not None and builder.edges_read != src.num_edges:
+            raise ValueError(f"OGB dataset {info.name}: read {builder.edges_read} edges, the edge count file says "
+                             f"{src.num_edges}")
+        csr = builder.write(w)
+    except BaseException:
+        builder.abort()
+        raise
+    return csr, feat_sum, feat_cnt
+
+
+def _write_node_features(w: StoreWriter, src: _Source, x_dtype: np.dtype, feat_sum: Optional[np.ndarray],
+                         feat_cnt: Optional[np.ndarray]) -> str:
+    """``x`` from the node features, else the means of the incident edge features; returns the meta note."""
+    n = src.num_nodes
+    feats = src.node_feat()
+    if feats is not None:
+        shape = src.node_feat_shape()
+        if shape[0] != n:
+            raise ValueError(f"OGB dataset {src.info.name}: {shape[0]} feature rows for {n} nodes")
+        _write_rows(w, "x", shape, x_dtype, feats)
+        return "node features as distributed"
+    if feat_sum is not None:
+        x = feat_sum / np.maximum(feat_cnt, 1)[:, None]
+        w.save_array("x", x.astype(x_dtype))
+        return "mean of the features of incident edges (each raw edge counted at both ends; 0 if isolated)"
+    return "none"
+
+
+def _write_node_arrays(w: StoreWriter, src: _Source) -> None:
+    """``y`` (class ids, or the binary labels of multilabel datasets) and the ``extra/`` node arrays."""
+    info, n, name = src.info, src.num_nodes, src.info.name
+    what = f"OGB dataset {name} labels"
+    if info.multilabel:
+        _write_rows(w, "y", (n, info.num_tasks), np.float32, src.labels(),
+                    lambda c: np.asarray(c, dtype=np.float32).reshape(-1, info.num_tasks))
+    else:
+        y_dtype = np.int16 if info.num_classes <= np.iinfo(np.int16).max else np.int32
+        _write_rows(w, "y", (n,), y_dtype, src.labels(), lambda c: _class_labels(c, what, info.num_classes))
+    for key, chunks in src.extras().items():
+        key = "node_species" if key == "species" else key
+        _write_rows(w, f"extra/{key}", (n,), np.int32, chunks, lambda c, k=key: _int_extra(c, f"{name} {k}"))
+
+
+def _write_splits(w: StoreWriter, src: _Source) -> Dict[str, int]:
+    """The official split as ``split/train|val|test``; returns the size of each."""
+    split_sizes = {}
+    for ours, theirs in _SPLIT_FILES:
+        idx = src.split(theirs)
+        w.save_array(f"split/{ours}", idx)
+        split_sizes[ours] = int(idx.size)
+    return split_sizes
+
+
 def convert_ogb_node(name: str, raw_root: PathLike, store_path: PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                      mem_budget: int = DEFAULT_MEM_BUDGET, feature_dtype: Any = None,
                      overwrite: bool = False) -> GraphStore:
@@ -692,76 +773,19 @@ def convert_ogb_node(name: str, raw_root: PathLike, store_path: PathLike, chunk_
     Raises:
         ConfigError: unknown dataset or missing files (with the command that fetches them).
     """
-    info = ogb_node_info(name)
-    if name not in SUPPORTED:
-        raise ConfigError(f"'{name}': the OGB node converter supports {', '.join(SUPPORTED)}")
-    if int(chunk_rows) < 1:
-        raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    info = _convertible_info(name, chunk_rows)
     folder = locate_ogb_raw(name, raw_root)
     src = _Source(info, folder, int(chunk_rows))
     n = src.num_nodes
     x_dtype = np.dtype(feature_dtype) if feature_dtype is not None else np.dtype(np.float16 if info.binary else np.float32)
     t0 = time.perf_counter()
     with StoreWriter(store_path, name=name, num_nodes=n, overwrite=overwrite) as w:
-        builder = SymmetricCSRBuilder(n, w.tmp / "edges.scratch", chunk=int(chunk_rows), mem_budget=mem_budget)
-        feat_sum = feat_cnt = None
-        try:
-            for s, d, f in src.edges():
-                builder.add(s, d)
-                if f is not None and not info.has_node_attr:  # proteins: mean of incident edge features
-                    if feat_sum is None:
-                        feat_sum = np.zeros((n, f.shape[1]), dtype=np.float64)
-                        feat_cnt = np.zeros(n, dtype=np.int64)
-                    for ends in (s, d):
-                        for j in range(f.shape[1]):
-                            feat_sum[:, j] += np.bincount(ends, weights=f[:, j], minlength=n)
-                        feat_cnt += np.bincount(ends, minlength=n)
-            if src.num_edges is not None and builder.edges_read != src.num_edges:
-                raise ValueError(f"OGB dataset {name}: read {builder.edges_read} edges, the edge count file says "
-                                 f"{src.num_edges}")
-            csr = builder.write(w)
-        except BaseException:
-            builder.abort()
-            raise
+        csr, feat_sum, feat_cnt = _write_csr(w, src, int(chunk_rows), mem_budget)
         t_csr = time.perf_counter() - t0
-
-        # node features
-        feats = src.node_feat()
-        if feats is not None:
-            shape = src.node_feat_shape()
-            if shape[0] != n:
-                raise ValueError(f"OGB dataset {name}: {shape[0]} feature rows for {n} nodes")
-            _write_rows(w, "x", shape, x_dtype, feats)
-            x_note = "node features as distributed"
-        elif feat_sum is not None:
-            x = feat_sum / np.maximum(feat_cnt, 1)[:, None]
-            w.save_array("x", x.astype(x_dtype))
-            del feat_sum, feat_cnt, x
-            x_note = "mean of the features of incident edges (each raw edge counted at both ends; 0 if isolated)"
-        else:
-            x_note = "none"
-
-        # labels
-        what = f"OGB dataset {name} labels"
-        if info.multilabel:
-            _write_rows(w, "y", (n, info.num_tasks), np.float32, src.labels(),
-                        lambda c: np.asarray(c, dtype=np.float32).reshape(-1, info.num_tasks))
-        else:
-            y_dtype = np.int16 if info.num_classes <= np.iinfo(np.int16).max else np.int32
-            _write_rows(w, "y", (n,), y_dtype, src.labels(), lambda c: _class_labels(c, what, info.num_classes))
-
-        # additional node arrays
-        for key, chunks in src.extras().items():
-            key = "node_species" if key == "species" else key
-            _write_rows(w, f"extra/{key}", (n,), np.int32, chunks, lambda c, k=key: _int_extra(c, f"{name} {k}"))
-
-        # official split
-        split_sizes = {}
-        for ours, theirs in _SPLIT_FILES:
-            idx = src.split(theirs)
-            w.save_array(f"split/{ours}", idx)
-            split_sizes[ours] = int(idx.size)
-
+        x_note = _write_node_features(w, src, x_dtype, feat_sum, feat_cnt)
+        del feat_sum, feat_cnt
+        _write_node_arrays(w, src)
+        split_sizes = _write_splits(w, src)
         w.meta.update({
             "task": info.task(),
             "ogb_name": name,

@@ -17,15 +17,13 @@ Propagation matrix (``norm``):
 Memory: rows are produced in chunks of ``chunk_rows`` and streamed into a memory-mapped ``.npy``
 file, while the previous hop is read through its mapping; the process holds one output chunk plus
 the pages the kernel touches, so papers100M-sized stores (whose ``x`` does not fit in RAM) work,
-at the price of random reads.  Each array is written to a temporary file and renamed, and the
-record ``meta["hop_features"] = {"hops": K, "norm": ...}`` is written last, so an interrupted run
-is recomputed rather than trusted.
+at the price of random reads.  The arrays and the record ``meta["hop_features"] = {"hops": K,
+"norm": ...}`` are written by :func:`graphgt.data.store.write_derived` (record removed first,
+arrays renamed into place, record written last), so an interrupted run is recomputed rather than
+trusted.
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -33,8 +31,7 @@ from typing import Callable, Optional, Union
 import numba
 import numpy as np
 
-from graphgt.data.store import META, GraphStore, iter_chunks
-from graphgt.io import atomic_write_json
+from graphgt.data.store.core import GraphStore, Streamed, iter_chunks, write_derived
 
 NORMS = ("gcn", "mean")
 PathLike = Union[str, Path]
@@ -142,15 +139,6 @@ def is_up_to_date(store: GraphStore, hops: int, norm: str) -> bool:
             and all(store.has(hop_key(k)) for k in range(1, hops + 1)))
 
 
-def _set_record(path: Path, record: Optional[dict]) -> None:
-    meta = json.loads((path / META).read_text())
-    if record is None:
-        meta.pop("hop_features", None)
-    else:
-        meta["hop_features"] = record
-    atomic_write_json(meta, path / META)
-
-
 def compute_hop_features(store_path: PathLike, hops: int = 2, norm: str = "gcn", chunk_rows: int = 65536,
                          log: Optional[Callable[[str], None]] = None) -> GraphStore:
     """Write ``extra/x_hop1..hops`` into a store (nothing to do when already recorded; module docstring).
@@ -167,32 +155,18 @@ def compute_hop_features(store_path: PathLike, hops: int = 2, norm: str = "gcn",
         return store
     if not store.has("x"):
         raise ValueError(f"graph store '{store.path}' has no node features 'x' to propagate")
-    path = store.path
-    _set_record(path, None)  # whatever is rewritten below is vouched for only once complete
-    meta = json.loads((path / META).read_text())
-    prev = store.x
-    for k in range(1, hops + 1):
-        t0 = time.time()
-        target = path / f"{hop_key(k)}.npy"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=store.x.dtype, shape=store.x.shape)
+
+    def hop(k: int) -> Streamed:
+        def fill(out: np.ndarray) -> None:
+            t0 = time.time()
+            prev = store.x if k == 1 else np.load(store.path / f"{hop_key(k - 1)}.npy", mmap_mode="r")
             propagate(store.indptr, store.indices, prev, norm, out=out, chunk_rows=chunk_rows)
-            out.flush()
-            del out
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        meta["arrays"][hop_key(k)] = {"shape": list(store.x.shape), "dtype": np.dtype(store.x.dtype).str}
-        atomic_write_json(meta, path / META)
-        prev = np.load(target, mmap_mode="r")
-        if log is not None:
-            log(f"hop features: {hop_key(k)} {tuple(store.x.shape)} in {time.time() - t0:.1f}s")
-    _set_record(path, {"hops": int(hops), "norm": norm})
-    return GraphStore.open(path)
+            if log is not None:
+                log(f"hop features: {hop_key(k)} {tuple(store.x.shape)} in {time.time() - t0:.1f}s")
+        return Streamed(tuple(store.x.shape), store.x.dtype, fill)
+
+    arrays = {hop_key(k): hop(k) for k in range(1, hops + 1)}
+    return write_derived(store.path, {("hop_features",): {"hops": int(hops), "norm": norm}}, arrays)
 
 
 __all__ = ["NORMS", "compute_hop_features", "hop_key", "is_up_to_date", "propagate", "propagation_scales"]

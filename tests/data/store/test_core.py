@@ -7,9 +7,10 @@ import pickle
 import numpy as np
 import pytest
 
-from graphgt.config.errors import ConfigError
+from graphgt.errors import ConfigError
 from graphgt.data.store import (GraphStore, NpyAppender, StoreError, StoreWriter, add_arrays, csr_from_edges,
-                                index_dtype, iter_chunks, release_pages, write_store)
+                                index_dtype, iter_chunks, write_store)
+from graphgt.pages import release_pages
 
 
 def _toy(tmp_path, **kw):

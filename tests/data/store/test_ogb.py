@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graphgt.config.errors import ConfigError
-from graphgt.data import ogb_node
-from graphgt.data.ogb_node import (convert_ogb_node, iter_npz_chunks, npz_member, prepare_ogb_node,
+from graphgt.errors import ConfigError
+from graphgt.data.store import ogb as ogb_node
+from graphgt.data.store.ogb import (convert_ogb_node, iter_npz_chunks, npz_member, prepare_ogb_node,
                                    SymmetricCSRBuilder)
 from graphgt.data.store import GraphStore
 
-from .ogb_fixtures import DOWNLOAD_NAME, STYLES, write_ogb_node_fixture, write_ogb_node_zip
+from tests.data.ogb_fixtures import DOWNLOAD_NAME, STYLES, write_ogb_node_fixture, write_ogb_node_zip
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = dict(chunk_rows=7, mem_budget=SymmetricCSRBuilder.BYTES_PER_ENTRY * 40)  # many chunks, many CSR buckets
 
 

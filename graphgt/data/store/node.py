@@ -15,19 +15,16 @@ training loop and every model are the same as for in-memory datasets.
 """
 from __future__ import annotations
 
-import functools
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
 import numpy as np
 
-from graphgt.config.errors import ConfigError
-from graphgt.data.base import DataModule, DataSpec, Task
-from graphgt.data.store import GraphStore
-from graphgt.eval.metrics import Accuracy, Metric, OGBMetric, ROCAUC
-from graphgt.nn.encoders import LinearEncoder
+from graphgt.data.base import DataModule
+from graphgt.data.store.core import GraphStore
+from graphgt.errors import ConfigError
 from graphgt.pe.base import PositionalEncoding
+from graphgt.spec import DataSpec, FloatFeatures, Task
 
 SamplerFactory = Callable[..., Any]
 
@@ -87,7 +84,7 @@ class ExistingStore(StoreSource):
 
 
 class SyntheticShape(StoreSource):
-    """A synthetic graph of a real dataset's shape (:mod:`graphgt.data.synthetic_large`).
+    """A synthetic graph of a real dataset's shape (:mod:`graphgt.data.store.synthetic`).
 
     Args:
         builder: the preset builder ``builder(path, seed=...)``: a Hydra ``_partial_`` of
@@ -110,7 +107,7 @@ class SyntheticShape(StoreSource):
 
 
 class OGBNodeSource(StoreSource):
-    """An OGB node-property dataset converted into a store in chunks (:mod:`graphgt.data.ogb_node`).
+    """An OGB node-property dataset converted into a store in chunks (:mod:`graphgt.data.store.ogb`).
 
     Args:
         name: ``ogbn-products``, ``ogbn-papers100M``, ``ogbn-arxiv`` or ``ogbn-proteins``.
@@ -127,16 +124,16 @@ class OGBNodeSource(StoreSource):
 
     def check(self, path: Path) -> None:
         """Known dataset name; and, when downloading is off, the raw files present (else: path + command)."""
-        from graphgt.data import ogb_node
+        from graphgt.data.store import ogb
 
-        ogb_node.ogb_node_info(self.name)
+        ogb.ogb_node_info(self.name)
         if not GraphStore.exists(path) and not self.download:
-            ogb_node.locate_ogb_raw(self.name, Path(self.root))
+            ogb.locate_ogb_raw(self.name, Path(self.root))
 
     def build(self, path: Path) -> None:
-        from graphgt.data import ogb_node
+        from graphgt.data.store import ogb
 
-        ogb_node.prepare_ogb_node(self.name, Path(self.root), store_path=Path(path), download=self.download)
+        ogb.prepare_ogb_node(self.name, Path(self.root), store_path=Path(path), download=self.download)
 
 
 class InMemorySource(StoreSource):
@@ -169,7 +166,7 @@ class InMemorySource(StoreSource):
         import torch
         from torch_geometric.utils import coalesce, to_undirected
 
-        from graphgt.data.store import csr_from_edges, write_store
+        from graphgt.data.store.core import csr_from_edges, write_store
 
         self.module.setup([], Path(self.cache_dir))
         spec = self.module.spec
@@ -197,16 +194,9 @@ def task_from_meta(store: GraphStore) -> Task:
     task = store.meta.get("task")
     if not task:
         raise ConfigError(f"graph store '{store.path}' has no 'task' in meta.json; rebuild it")
-    kind, num_outputs = task["kind"], int(task["num_outputs"])
     ogb_name = task.get("ogb_name")
-    metric: Metric
-    if ogb_name:
-        metric = OGBMetric(ogb_name)
-    elif task.get("metric", "accuracy") == "accuracy":
-        metric = Accuracy()
-    else:
-        metric = ROCAUC()
-    return Task(kind, num_outputs, metric, "node")
+    metric = f"ogb:{ogb_name}" if ogb_name else ("accuracy" if task.get("metric", "accuracy") == "accuracy" else "rocauc")
+    return Task(kind=task["kind"], num_outputs=int(task["num_outputs"]), level="node", metric=metric)
 
 
 class StoreNodeData(DataModule):
@@ -227,7 +217,7 @@ class StoreNodeData(DataModule):
             for stores larger than RAM, e.g. papers100M).
         hop_features: precompute ``Â x .. Â^P x`` into the store (once) and give token batches
             their ``token_xhop`` (LargeGT's propagated token features,
-            :mod:`graphgt.data.hop_features`); 0 = none.
+            :mod:`graphgt.data.store.hop_features`); 0 = none.
         hop_norm: the propagation matrix of ``hop_features``: ``gcn`` or ``mean``.
     """
 
@@ -260,7 +250,7 @@ class StoreNodeData(DataModule):
                 raise ConfigError(f"data.{key} must be >= 1, got {value}")
         if self.num_workers < 0 or self.release_every < 0:
             raise ConfigError("data.num_workers and data.release_every must be >= 0")
-        from graphgt.data.hop_features import NORMS
+        from graphgt.data.store.hop_features import NORMS
 
         if self.hop_features < 0:
             raise ConfigError(f"data.hop_features must be >= 0 (LargeGT uses 2), got {self.hop_features}")
@@ -280,21 +270,21 @@ class StoreNodeData(DataModule):
         self.store = GraphStore.open(path)
         task = task_from_meta(self.store)
         num_features = int(self.store.x.shape[1])
-        self._spec = DataSpec(task=task, node_encoder=functools.partial(LinearEncoder, num_features),
-                              edge_encoder=None, name=self.store.name, node_feature_dim=num_features)
+        self._spec = DataSpec(task=task, node_features=FloatFeatures(num_features), edge_features=None,
+                              name=self.store.name)
         return self._spec
 
     def setup(self, pes: Sequence[PositionalEncoding], cache_dir: Path) -> None:
         """Compute the positional encodings into the store (once per PE parameters) and build samplers."""
         self.load(cache_dir)
         if pes:
-            from graphgt.pe.store_pe import compute_store_pe
+            from graphgt.data.store.pe import compute_store_pe
 
             for pe in pes:
                 compute_store_pe(self.store.path, pe)
             self.store = GraphStore.open(self.store.path)
         if self.hop_features:
-            from graphgt.data.hop_features import compute_hop_features
+            from graphgt.data.store.hop_features import compute_hop_features
 
             self.store = compute_hop_features(self.store.path, self.hop_features, self.hop_norm,
                                               log=lambda m: print(f"graphgt: {m}", flush=True))
@@ -310,11 +300,6 @@ class StoreNodeData(DataModule):
         if self._spec is None:
             raise RuntimeError("StoreNodeData.spec is known after load(cache_dir)")
         return self._spec
-
-    def shard(self, rank: int, world_size: int) -> None:
-        """Train on shard ``rank`` of ``world_size`` (disjoint shards covering every training seed)."""
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} must lie in [0, world_size={world_size})")
 
     def _loader(self, split: str, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> Iterable:
         from graphgt.data.sampling import NodeLoader
@@ -343,7 +328,3 @@ class StoreNodeData(DataModule):
         return (f"StoreNodeData(source={self.source!r}, batch_size={self.batch_size}, "
                 f"eval_batch_size={self.eval_batch_size}, num_workers={self.num_workers})")
 
-
-def remove_store(path: Path) -> None:
-    """Delete a store directory (benchmarks clean up the big synthetic graphs they write)."""
-    shutil.rmtree(path, ignore_errors=True)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from graphgt.config.errors import ConfigError
+from graphgt.errors import ConfigError
 from graphgt.data.store import csr_from_edges, write_store
 from graphgt.data.synthetic import generate_csbm
-from graphgt.train.run import run
+from graphgt.app import run
 from tests.conftest import compose_with_choices
 
 FAST = ["trainer.progress=false", "trainer.checkpoint=false", "logger=none", "pe=none",

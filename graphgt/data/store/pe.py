@@ -4,27 +4,26 @@
 CSR arrays (memory-mapped, never turned into an ``edge_index`` when the PE has a ``compute_csr``
 entry point: :class:`~graphgt.pe.laplacian.LaplacianPE`, :class:`~graphgt.pe.random_walk.RandomWalkSE`
 and :class:`~graphgt.pe.rw_estimator.RandomWalkSEEstimator` have one) and writes every key as
-``pe/<key>.npy`` (float32 ``[N, d]``) with :func:`graphgt.data.store.add_arrays`.
+``pe/<key>.npy`` (float32 ``[N, d]``) with :func:`graphgt.data.store.write_derived`, the one
+path for arrays derived from a store.
 
 The PE's :meth:`~graphgt.pe.base.PositionalEncoding.cache_key` is recorded in ``meta.json`` under
 ``meta["pe"][<key>]``.  A later call with the same PE finds the arrays and the matching keys and
 returns at once; a PE with other parameters (or a store whose record is missing) is recomputed.
-Crash safety: the record of the keys about to be replaced is removed *before* their arrays are
-rewritten and the new record is written *after* them (each ``meta.json`` write is atomic), so an
-interrupted run leaves arrays that no record vouches for, which the next call recomputes.
+Crash safety (:func:`~graphgt.data.store.write_derived`): the record of the keys about to be
+replaced is removed *before* their arrays are rewritten and the new record is written *after*
+them, so an interrupted run leaves arrays that no record vouches for, which the next call recomputes.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Union
 
 import numpy as np
 import torch
 
-from graphgt.data.store import META, GraphStore, add_arrays
-from graphgt.io import atomic_write_json
+from graphgt.data.store.core import GraphStore, write_derived
 from graphgt.pe.base import PositionalEncoding
 
 PathLike = Union[str, Path]
@@ -61,19 +60,6 @@ def is_up_to_date(store: Union[GraphStore, PathLike], pe: PositionalEncoding) ->
     recorded = stored_pe_keys(store)
     key = pe.cache_key()
     return all(store.has(f"pe/{k}") and recorded.get(k) == key for k in pe.keys)
-
-
-def _update_pe_record(path: Path, updates: Mapping[str, Optional[str]]) -> None:
-    """Set (or, for ``None``, remove) ``meta["pe"][key]`` entries; ``meta.json`` is replaced atomically."""
-    meta = json.loads((path / META).read_text())
-    record = dict(meta.get("pe", {}))
-    for key, value in updates.items():
-        if value is None:
-            record.pop(key, None)
-        else:
-            record[key] = value
-    meta["pe"] = record
-    atomic_write_json(meta, path / META)
 
 
 def compute_store_pe(store_path: PathLike, pe: PositionalEncoding, overwrite: bool = False,
@@ -120,7 +106,4 @@ def save_store_pe(store_path: PathLike, pe: PositionalEncoding, values: Mapping[
         if arr.shape[0] != n:
             raise ValueError(f"{pe!r} returned {key!r} with {arr.shape[0]} rows for a store of {n} nodes")
         arrays[f"pe/{key}"] = np.ascontiguousarray(arr, dtype=np.float32)
-    _update_pe_record(path, {key: None for key in pe.keys})
-    add_arrays(path, arrays, overwrite=True)
-    _update_pe_record(path, {key: pe.cache_key() for key in pe.keys})
-    return GraphStore.open(path)
+    return write_derived(path, {("pe", key): pe.cache_key() for key in pe.keys}, arrays)

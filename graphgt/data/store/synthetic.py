@@ -75,8 +75,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from graphgt.config.errors import ConfigError
-from graphgt.data.store import GraphStore, StoreWriter, iter_chunks
+from graphgt.errors import ConfigError
+from graphgt.data.store.core import GraphStore, StoreWriter, iter_chunks
 
 # ----------------------------------------------------------------------------------------- shapes
 
@@ -593,7 +593,7 @@ def node_classes(store: GraphStore, nodes: Optional[np.ndarray] = None) -> np.nd
     Recomputed from the id bijection recorded in ``meta["generator"]``."""
     gen = store.meta.get("generator")
     if not gen or "bijection" not in gen:
-        raise ConfigError(f"graph store '{store.path}' was not built by graphgt.data.synthetic_large "
+        raise ConfigError(f"graph store '{store.path}' was not built by graphgt.data.store.synthetic "
                           "(meta.json has no generator.bijection)")
     bij = gen["bijection"]
     n, c = store.num_nodes, int(store.meta["task"]["num_outputs"])
@@ -756,30 +756,9 @@ def _degree_stats(deg: np.ndarray) -> Dict[str, Any]:
             "max_over_mean": float((hist.size - 1) / mean) if mean else 0.0}
 
 
-def build_shaped(path: Union[str, Path], spec: ShapeSpec, seed: int = 0, overwrite: bool = False,
-                 mem_budget: int = 4 * GiB, chunk_size: int = 1 << 22, num_buckets: Optional[int] = None,
-                 oversample: float = 1.03, log: Optional[Callable[[str], None]] = None) -> GraphStore:
-    """Generate the graph of ``spec`` and ``seed`` into a new store at ``path`` (see the module docstring).
-
-    Args:
-        path: the store directory (must not exist unless ``overwrite``).
-        spec: the shape and generator parameters (:func:`products_spec`, :func:`papers_spec`).
-        seed: the generator seed; the arrays are a function of ``(spec, seed)`` only.
-        overwrite: replace an existing store.
-        mem_budget: bytes of the bucket buffer (8 bytes per edge candidate of a bucket); more means
-            fewer buckets, so fewer regenerations of the candidate stream.  Peak RSS is about
-            ``mem_budget + 8 N`` bytes plus small buffers.
-        chunk_size: candidates generated per chunk (two int32 arrays of this length).
-        num_buckets: use at least this many buckets per pass (default: as few as ``mem_budget`` allows).
-        oversample: candidates generated initially, as a multiple of ``num_edges`` (more are added
-            when self loops and duplicates leave fewer than ``num_edges`` distinct pairs).
-        log: called with progress lines (e.g. ``print``).
-
-    Returns:
-        The opened :class:`GraphStore`; ``meta["generator"]`` records the parameters, the seed, the
-        build time, the edge statistics (candidates used, self loops and duplicates removed, degree
-        quantiles, edge homophily) and the id bijection.
-    """
+def _check_build_args(path: Union[str, Path], spec: ShapeSpec, seed: int, overwrite: bool, mem_budget: int,
+                      chunk_size: int, oversample: float) -> Path:
+    """Validate the arguments of :func:`build_shaped` (first bad one raises); returns ``path`` as a Path."""
     spec.check()
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -792,13 +771,14 @@ def build_shaped(path: Union[str, Path], spec: ShapeSpec, seed: int = 0, overwri
     path = Path(path)
     if path.exists() and not overwrite:
         raise ConfigError(f"graph store '{path}' already exists; remove it or pass overwrite=True (--overwrite)")
-    say = log or (lambda msg: None)
-    t0 = time.perf_counter()
-    b = _Builder(spec, seed, mem_budget, min(int(chunk_size), 1 << 26), num_buckets, oversample, say)
-    st, n, e = b.st, spec.num_nodes, spec.num_edges
-    timings: Dict[str, float] = {}
+    return path
 
-    # pass 0 + pass 1, adding candidates until the prefix holds E distinct pairs
+
+def _count_and_threshold(b: _Builder, oversample: float, timings: Dict[str, float]) -> Tuple[np.ndarray, int, int]:
+    """Passes 0 and 1, adding candidates until the prefix holds ``E`` distinct pairs; returns
+    ``(candidate counts per node, threshold T, candidates generated)``."""
+    spec, say = b.spec, b.log
+    n, e = spec.num_nodes, spec.num_edges
     deg = np.zeros(n, dtype=np.int32)
     canon = np.zeros(n, dtype=np.int32)
     k_done, k_stop = 0, int(math.ceil(e * oversample)) + 16
@@ -824,89 +804,144 @@ def build_shaped(path: Union[str, Path], spec: ShapeSpec, seed: int = 0, overwri
         k_stop = k_stop + int(math.ceil(grow * 1.25 + 0.01 * e)) + 1024
     else:
         raise ConfigError(f"{spec.name}: could not place {e} distinct edges on {n} nodes; lower num_edges or alpha")
-    del canon
+    return deg, thresh, k_stop
+
+
+def _write_csr(writer: StoreWriter, b: _Builder, deg: np.ndarray, thresh: int,
+               timings: Dict[str, float]) -> Dict[str, Any]:
+    """Pass 2 (``indices``) and ``indptr`` from the final degrees; returns the degree statistics."""
+    name, n, e = b.spec.name, b.spec.num_nodes, b.spec.num_edges
+    t = time.perf_counter()
+    with writer.append_array("indices", (2 * e,), np.int32) as app:
+        b.write_indices(deg, thresh, app)
+    b.buf = None
+    timings["indices"] = time.perf_counter() - t
+    b.log(f"[{name}] pass 2: wrote {2 * e:,} CSR entries, {b.stats['pass2_buckets']} bucket(s) "
+          f"({timings['indices']:.1f}s, peak RSS {_peak_rss_gib():.2f} GiB)")
+    with writer.append_array("indptr", (n + 1,), np.int64) as app:
+        app.write(np.zeros(1, np.int64))
+        carry = 0
+        for c0, c1 in iter_chunks(n, 1 << 22):
+            part = np.cumsum(deg[c0:c1], dtype=np.int64) + carry
+            app.write(part)
+            carry = int(part[-1])
+    if carry != 2 * e:
+        raise AssertionError(f"internal error: {carry} CSR entries for {2 * e}")
+    return _degree_stats(deg)
+
+
+def _write_labels(writer: StoreWriter, st: _Stream, spec: ShapeSpec, seed: int) -> None:
+    """The splits and ``y`` (the class of the labelled nodes, ``-1`` elsewhere), in node chunks."""
+    n = spec.num_nodes
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(seed) >> 32, 0x5917])
+    chosen = _choose_labelled(n, spec.num_labelled, rng)
+    cut1, cut2 = spec.train, spec.train + spec.val
+    for name, ids in (("train", chosen[:cut1]), ("val", chosen[cut1:cut2]), ("test", chosen[cut2:])):
+        writer.save_array(f"split/{name}", np.sort(ids))
+    labelled = np.sort(chosen)
+    del chosen
+    all_labelled = labelled.size == n
+    with writer.append_array("y", (n,), np.int16) as app:
+        for c0, c1 in iter_chunks(n, 1 << 22):
+            cls = st.classes(np.arange(c0, c1, dtype=np.int64)).astype(np.int16)
+            if not all_labelled:
+                y = np.full(c1 - c0, -1, dtype=np.int16)
+                ids = labelled[np.searchsorted(labelled, c0):np.searchsorted(labelled, c1)] - c0
+                y[ids] = cls[ids]
+                cls = y
+            app.write(cls)
+
+
+def _write_features(writer: StoreWriter, st: _Stream, spec: ShapeSpec, seed: int) -> None:
+    """``x`` = class mean times ``signal`` plus noise, in node chunks of about 64 MiB (float32)."""
+    n = spec.num_nodes
+    mu = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(seed) >> 32, 0x3E45]).standard_normal(
+        (spec.num_classes, spec.num_features))
+    mu /= np.linalg.norm(mu, axis=1, keepdims=True)
+    mu = mu.astype(np.float64)
+    f_rows = max(1, (64 << 20) // (4 * spec.num_features))
+    block = np.empty((min(f_rows, n), spec.num_features), dtype=np.float32)
+    with writer.append_array("x", (n, spec.num_features), spec.feature_dtype) as app:
+        for c0, c1 in iter_chunks(n, f_rows):
+            out = block[:c1 - c0]
+            _features(np.uint64(st.feature_key), np.int64(c0), np.int64(n), np.int64(st.c),
+                      np.int64(st.a_inv), np.int64(st.b), mu, float(spec.signal), out)
+            app.write(out)
+
+
+def _generator_meta(b: _Builder, seed: int, mem_budget: int, thresh: int, k_stop: int, degree: Dict[str, Any],
+                    timings: Dict[str, float], t0: float) -> Dict[str, Any]:
+    """``meta["generator"]``: parameters, seed, id bijection, edge statistics and build record."""
+    spec, st, e, loops = b.spec, b.st, b.spec.num_edges, b.loops
+    candidates = thresh + 1
+    return {
+        "module": __name__,
+        "model": "power-law class blocks (Chung-Lu), affine id bijection, Gaussian class-mean features",
+        "seed": int(seed),
+        "spec": asdict(spec),
+        "bijection": {"a": st.a, "a_inv": st.a_inv, "b": st.b},
+        "edges": {"undirected": e, "csr_entries": 2 * e, "candidates_used": candidates,
+                  "candidates_generated": k_stop, "self_loops_removed": loops,
+                  "duplicates_removed": candidates - loops - e,
+                  "duplicate_fraction": (candidates - loops - e) / candidates,
+                  "edge_homophily": b.stats["intra_entries"] / (2 * e),
+                  "expected_edge_homophily": spec.homophily + (1 - spec.homophily) / spec.num_classes,
+                  "degree": degree},
+        "build": {"seconds": round(time.perf_counter() - t0, 2), "phases": {k: round(v, 2) for k, v in
+                                                                           timings.items()},
+                  "threads": b.nparts, "mem_budget": int(mem_budget), "chunk_size": b.chunk,
+                  "buckets": {"pass1": b.stats["pass1_buckets"], "pass2": b.stats["pass2_buckets"]}},
+    }
+
+
+def build_shaped(path: Union[str, Path], spec: ShapeSpec, seed: int = 0, overwrite: bool = False,
+                 mem_budget: int = 4 * GiB, chunk_size: int = 1 << 22, num_buckets: Optional[int] = None,
+                 oversample: float = 1.03, log: Optional[Callable[[str], None]] = None) -> GraphStore:
+    """Generate the graph of ``spec`` and ``seed`` into a new store at ``path`` (see the module docstring).
+
+    Args:
+        path: the store directory (must not exist unless ``overwrite``).
+        spec: the shape and generator parameters (:func:`products_spec`, :func:`papers_spec`).
+        seed: the generator seed; the arrays are a function of ``(spec, seed)`` only.
+        overwrite: replace an existing store.
+        mem_budget: bytes of the bucket buffer (8 bytes per edge candidate of a bucket); more means
+            fewer buckets, so fewer regenerations of the candidate stream.  Peak RSS is about
+            ``mem_budget + 8 N`` bytes plus small buffers.
+        chunk_size: candidates generated per chunk (two int32 arrays of this length).
+        num_buckets: use at least this many buckets per pass (default: as few as ``mem_budget`` allows).
+        oversample: candidates generated initially, as a multiple of ``num_edges`` (more are added
+            when self loops and duplicates leave fewer than ``num_edges`` distinct pairs).
+        log: called with progress lines (e.g. ``print``).
+
+    Returns:
+        The opened :class:`GraphStore`; ``meta["generator"]`` records the parameters, the seed, the
+        build time, the edge statistics (candidates used, self loops and duplicates removed, degree
+        quantiles, edge homophily) and the id bijection.
+    """
+    path = _check_build_args(path, spec, seed, overwrite, mem_budget, chunk_size, oversample)
+    say = log or (lambda msg: None)
+    t0 = time.perf_counter()
+    b = _Builder(spec, seed, mem_budget, min(int(chunk_size), 1 << 26), num_buckets, oversample, say)
+    n, e = spec.num_nodes, spec.num_edges
+    timings: Dict[str, float] = {}
+    deg, thresh, k_stop = _count_and_threshold(b, oversample, timings)
 
     writer = StoreWriter(path, name=spec.name, num_nodes=n, overwrite=overwrite)
     try:
-        # pass 2: the CSR rows
-        t = time.perf_counter()
-        with writer.append_array("indices", (2 * e,), np.int32) as app:
-            b.write_indices(deg, thresh, app)
-        b.buf = None
-        timings["indices"] = time.perf_counter() - t
-        say(f"[{spec.name}] pass 2: wrote {2 * e:,} CSR entries, {b.stats['pass2_buckets']} bucket(s) "
-            f"({timings['indices']:.1f}s, peak RSS {_peak_rss_gib():.2f} GiB)")
-        loops = b.loops
-        with writer.append_array("indptr", (n + 1,), np.int64) as app:
-            app.write(np.zeros(1, np.int64))
-            carry = 0
-            for c0, c1 in iter_chunks(n, 1 << 22):
-                part = np.cumsum(deg[c0:c1], dtype=np.int64) + carry
-                app.write(part)
-                carry = int(part[-1])
-        if carry != 2 * e:
-            raise AssertionError(f"internal error: {carry} CSR entries for {2 * e}")
-        degree = _degree_stats(deg)
+        degree = _write_csr(writer, b, deg, thresh, timings)
         del deg
 
-        # labels and splits
         t = time.perf_counter()
-        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(seed) >> 32, 0x5917])
-        chosen = _choose_labelled(n, spec.num_labelled, rng)
-        cut1, cut2 = spec.train, spec.train + spec.val
-        for name, ids in (("train", chosen[:cut1]), ("val", chosen[cut1:cut2]), ("test", chosen[cut2:])):
-            writer.save_array(f"split/{name}", np.sort(ids))
-        labelled = np.sort(chosen)
-        del chosen
-        all_labelled = labelled.size == n
-        with writer.append_array("y", (n,), np.int16) as app:
-            for c0, c1 in iter_chunks(n, 1 << 22):
-                cls = st.classes(np.arange(c0, c1, dtype=np.int64)).astype(np.int16)
-                if not all_labelled:
-                    y = np.full(c1 - c0, -1, dtype=np.int16)
-                    ids = labelled[np.searchsorted(labelled, c0):np.searchsorted(labelled, c1)] - c0
-                    y[ids] = cls[ids]
-                    cls = y
-                app.write(cls)
+        _write_labels(writer, b.st, spec, seed)
         timings["labels"] = time.perf_counter() - t
 
-        # features
         t = time.perf_counter()
-        mu = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(seed) >> 32, 0x3E45]).standard_normal(
-            (spec.num_classes, spec.num_features))
-        mu /= np.linalg.norm(mu, axis=1, keepdims=True)
-        mu = mu.astype(np.float64)
-        f_rows = max(1, (64 << 20) // (4 * spec.num_features))
-        block = np.empty((min(f_rows, n), spec.num_features), dtype=np.float32)
-        with writer.append_array("x", (n, spec.num_features), spec.feature_dtype) as app:
-            for c0, c1 in iter_chunks(n, f_rows):
-                out = block[:c1 - c0]
-                _features(np.uint64(st.feature_key), np.int64(c0), np.int64(n), np.int64(st.c),
-                          np.int64(st.a_inv), np.int64(st.b), mu, float(spec.signal), out)
-                app.write(out)
+        _write_features(writer, b.st, spec, seed)
         timings["features"] = time.perf_counter() - t
 
         writer.meta["task"] = {"kind": "multiclass", "num_outputs": spec.num_classes, "metric": "accuracy",
                                "ogb_name": None}
-        candidates = thresh + 1
-        writer.meta["generator"] = {
-            "module": __name__,
-            "model": "power-law class blocks (Chung-Lu), affine id bijection, Gaussian class-mean features",
-            "seed": int(seed),
-            "spec": asdict(spec),
-            "bijection": {"a": st.a, "a_inv": st.a_inv, "b": st.b},
-            "edges": {"undirected": e, "csr_entries": 2 * e, "candidates_used": candidates,
-                      "candidates_generated": k_stop, "self_loops_removed": loops,
-                      "duplicates_removed": candidates - loops - e,
-                      "duplicate_fraction": (candidates - loops - e) / candidates,
-                      "edge_homophily": b.stats["intra_entries"] / (2 * e),
-                      "expected_edge_homophily": spec.homophily + (1 - spec.homophily) / spec.num_classes,
-                      "degree": degree},
-            "build": {"seconds": round(time.perf_counter() - t0, 2), "phases": {k: round(v, 2) for k, v in
-                                                                               timings.items()},
-                      "threads": b.nparts, "mem_budget": int(mem_budget), "chunk_size": b.chunk,
-                      "buckets": {"pass1": b.stats["pass1_buckets"], "pass2": b.stats["pass2_buckets"]}},
-        }
+        writer.meta["generator"] = _generator_meta(b, seed, mem_budget, thresh, k_stop, degree, timings, t0)
         store = writer.commit()
     except BaseException:
         writer.abort()

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graphgt.config.errors import ConfigError
-from graphgt.data import synthetic_large as sl
+from graphgt.errors import ConfigError
+from graphgt.data.store import synthetic as sl
 from graphgt.data.store import GraphStore
 
 SCALE = 0.002  # products: 4,898 nodes, 123,717 undirected edges
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _arrays(store: GraphStore) -> dict:

@@ -25,16 +25,18 @@ leaves a directory that looks like a complete store.  Big arrays are streamed in
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from graphgt.config.errors import ConfigError
+from graphgt.errors import StoreError
+from graphgt.io import atomic_write_json
+from graphgt.pages import advise_mapping, larger_than_ram_share, release_pages
 
 FORMAT_VERSION = 1
 META = "meta.json"
@@ -46,10 +48,6 @@ ArrayLike = Union[np.ndarray, "np.memmap"]
 def index_dtype(num_nodes: int) -> np.dtype:
     """The narrowest dtype for CSR column indices of a graph with ``num_nodes`` nodes."""
     return np.dtype(np.int32) if num_nodes < 2 ** 31 else np.dtype(np.int64)
-
-
-class StoreError(ConfigError):
-    """A store directory is missing, incomplete, of another format version, or inconsistent."""
 
 
 def _open_npy(path: Path) -> np.ndarray:
@@ -327,71 +325,101 @@ class GraphStore:
         return f"GraphStore('{self.path}', name={self.name!r}, num_nodes={self.num_nodes}, arrays=[{arrays}])"
 
 
-def add_arrays(path: Union[str, Path], arrays: Mapping[str, np.ndarray], overwrite: bool = False) -> GraphStore:
-    """Add arrays (e.g. ``pe/rwse``) to an existing store; each file and then ``meta.json`` is replaced
-    atomically, so a crash leaves the store as it was or with the new arrays, never half-written.
+@dataclass
+class Streamed:
+    """An array too big to hold in memory, written by ``fill(out)`` into a writable memory map ``out``
+    of ``shape`` and ``dtype`` (e.g. propagated features of a papers100M-sized store, row chunk by
+    row chunk)."""
+
+    shape: Tuple[int, ...]
+    dtype: Any
+    fill: Callable[[np.ndarray], None]
+
+
+def _write_meta(path: Path, meta: Mapping[str, Any]) -> None:
+    atomic_write_json(dict(meta), Path(path) / META)
+
+
+def update_meta(path: Union[str, Path], updates: Mapping[Tuple[str, ...], Any]) -> None:
+    """Set (or, for the value ``None``, remove) entries of a store's ``meta.json``, atomically.
+
+    Keys are paths into the JSON object: ``("hop_features",)`` is a top-level record,
+    ``("pe", "rwse")`` the entry ``rwse`` of the record ``pe`` (created when missing).
+    """
+    meta = json.loads((Path(path) / META).read_text())
+    for keys, value in updates.items():
+        node = meta
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        if value is None:
+            node.pop(keys[-1], None)
+        else:
+            node[keys[-1]] = value
+    _write_meta(Path(path), meta)
+
+
+def _write_npy(target: Path, array: Union[np.ndarray, Streamed]) -> Tuple[List[int], str]:
+    """Write one ``.npy`` file through a temporary file and a rename; its (shape, dtype string)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        if isinstance(array, Streamed):
+            os.close(fd)
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(array.dtype),
+                                            shape=tuple(int(s) for s in array.shape))
+            array.fill(out)
+            out.flush()
+            shape, dtype = list(out.shape), out.dtype.str
+            del out
+        else:
+            array = np.ascontiguousarray(array)
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, array)
+            shape, dtype = list(array.shape), array.dtype.str
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return shape, dtype
+
+
+def add_arrays(path: Union[str, Path], arrays: Mapping[str, Union[np.ndarray, Streamed]],
+               overwrite: bool = False) -> GraphStore:
+    """Add arrays (e.g. ``pe/rwse``) to an existing store, in the given order; each file and then
+    ``meta.json`` is replaced atomically after each array, so a crash leaves the store with the
+    arrays written so far, never a half-written one, and a later array's ``fill`` may read an
+    earlier one from disk.
 
     Args:
         path: the store directory.
-        arrays: ``{key: array}``; an array's first dimension need not be ``num_nodes``.
+        arrays: ``{key: array or Streamed}``; an array's first dimension need not be ``num_nodes``.
         overwrite: replace arrays that already exist (otherwise an existing key is an error).
     """
     store = GraphStore.open(path)
     meta = json.loads((store.path / META).read_text())
-    for key, array in arrays.items():
+    for key in arrays:
         if key in meta["arrays"] and not overwrite:
             raise StoreError(f"graph store '{store.path}' already has array '{key}'; pass overwrite=True")
-        array = np.ascontiguousarray(array)
-        target = store.path / f"{key}.npy"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, array)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        meta["arrays"][key] = {"shape": list(array.shape), "dtype": array.dtype.str}
-    fd, tmp = tempfile.mkstemp(dir=store.path, prefix=f".{META}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(meta, indent=2, default=str))
-    os.replace(tmp, store.path / META)
+    for key, array in arrays.items():
+        shape, dtype = _write_npy(store.path / f"{key}.npy", array)
+        meta["arrays"][key] = {"shape": shape, "dtype": dtype}
+        _write_meta(store.path, meta)
     return GraphStore.open(path)
 
 
-def _mapping(arr: np.ndarray) -> Optional[mmap.mmap]:
-    """The ``mmap`` behind a memory-mapped array, or None for in-RAM arrays."""
-    mm = getattr(arr, "_mmap", None)
-    base = arr
-    while mm is None and getattr(base, "base", None) is not None:
-        base = base.base
-        mm = base if isinstance(base, mmap.mmap) else getattr(base, "_mmap", None)
-    return mm if isinstance(mm, mmap.mmap) else None
+def write_derived(path: Union[str, Path], records: Mapping[Tuple[str, ...], Any],
+                  arrays: Mapping[str, Union[np.ndarray, Streamed]]) -> GraphStore:
+    """The one way to add arrays computed from a store (PEs, hop features) with the records that vouch
+    for them (the parameters they were computed with, e.g. ``meta["pe"]["rwse"] = cache_key``).
 
-
-def larger_than_ram_share(arr: np.ndarray, share: float = 0.25) -> bool:
-    """Whether ``arr`` takes more than ``share`` of the machine's physical memory."""
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return True
-    return arr.nbytes > share * ram
-
-
-def advise_mapping(arr: np.ndarray, advice: str) -> None:
-    """``madvise(advice)`` over the file mapping behind ``arr`` (a no-op where unsupported)."""
-    mm = _mapping(arr)
-    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, advice):
-        try:
-            mm.madvise(getattr(mmap, advice))
-        except (OSError, ValueError):  # closed or not madvise-able
-            pass
-
-
-def release_pages(arr: np.ndarray) -> None:
-    """``madvise(MADV_DONTNEED)`` over the file mapping behind ``arr`` (a no-op for in-RAM arrays)."""
-    advise_mapping(arr, "MADV_DONTNEED")
+    Crash safety: the records are removed first, the arrays written (:func:`add_arrays`), the records
+    written last, so an interrupted call leaves arrays that no record vouches for, and the caller's
+    up-to-date check (records present and matching) recomputes them.
+    """
+    update_meta(path, {keys: None for keys in records})
+    add_arrays(path, arrays, overwrite=True)
+    update_meta(path, records)
+    return GraphStore.open(path)
 
 
 def csr_from_edges(src: np.ndarray, dst: np.ndarray, num_nodes: int) -> Tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Propagated features Â^p x of a store (graphgt.data.hop_features) and their token batches."""
+"""Propagated features Â^p x of a store (graphgt.data.store.hop_features) and their token batches."""
 from __future__ import annotations
 
 import functools
@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from graphgt.data.hop_features import compute_hop_features, hop_key, propagate
+from graphgt.data.store.hop_features import compute_hop_features, hop_key, propagate
 from graphgt.data.sampling import NodeLoader, TokenSampler
 from graphgt.data.store import GraphStore, csr_from_edges, write_store
 
@@ -84,7 +84,7 @@ def test_compute_hop_features_writes_powers_once(tmp_path):
 
 def test_interrupted_run_is_not_trusted(tmp_path, monkeypatch):
     store = _store(tmp_path / "s")
-    from graphgt.data import hop_features as hf
+    from graphgt.data.store import hop_features as hf
 
     calls = {"n": 0}
     real = hf.propagate

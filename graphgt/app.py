@@ -25,6 +25,7 @@ that never reads a config: data modules, models, the :class:`~graphgt.train.Trai
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -42,12 +43,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from graphgt.config.keys import check_injected, consumed_for
 from graphgt.config.validate import validate_config
-from graphgt.errors import ConfigError, DistributedError, GraphGTError, Preempted
+from graphgt.errors import ConfigError, DistributedError, GraphGTError, Preempted, RunDirLocked
 from graphgt.eval import get_metric
 from graphgt.io import atomic_write_json
 from graphgt.nn.model import count_parameters
 from graphgt.spec import DataSpec
 from graphgt.train import LAST, Objective, check_config, find_resume, load_checkpoint, loss_for
+from graphgt.train.checkpoint import config_differences, require_resumable
 from graphgt.train.distributed import env_world_size, init_distributed, launch, shutdown
 
 RESULTS = "results.json"
@@ -169,23 +171,95 @@ class RunPlan:
 
 
 def plan_run(resume: Optional[str], run_dir: Path, resolved: Mapping[str, Any]) -> RunPlan:
-    """Resolve ``trainer.resume`` (read and check the checkpoint) or check that ``run_dir`` is new."""
-    if resume == "auto" and (run_dir / RESULTS).exists():
-        print(f"graphgt: {run_dir} already finished (trainer.resume=auto): keeping its {RESULTS}", file=sys.stderr)
-        return RunPlan(run_dir, None, None, finished=json.loads((run_dir / RESULTS).read_text()))
+    """Resolve ``trainer.resume`` (read and check the checkpoint) or check that ``run_dir`` is new.
+
+    ``auto`` only ever continues ``run_dir`` itself; ``latest`` may continue another unfinished run
+    of the same config and says which (:func:`graphgt.train.find_resume`).
+    """
+    if resume in ("auto", "latest") and (run_dir / RESULTS).exists():
+        return _finished(run_dir, resolved, resume)
     resume_path = find_resume(resume, run_dir, resolved)
     if resume_path is None:
-        if resume == "auto":
-            print("graphgt: trainer.resume=auto: no unfinished run of this config; starting a new run",
+        if resume in ("auto", "latest"):
+            where = "in this hydra.run.dir" if resume == "auto" else "of this config beside this hydra.run.dir"
+            print(f"graphgt: trainer.resume={resume}: no unfinished run {where}; starting a new run in {run_dir}",
                   file=sys.stderr)
         check_run_dir(run_dir)
         return RunPlan(run_dir, None, None)
     state = load_checkpoint(resume_path)
+    require_resumable(state, resume_path)
     check_config(state, resolved, resume_path)
     if resume_path.parent != run_dir:
-        print(f"graphgt: resuming the unfinished run in {resume_path.parent} from {resume_path.name}",
-              file=sys.stderr)
+        print(f"graphgt: trainer.resume={resume}: continuing the unfinished run in {resume_path.parent} from "
+              f"{resume_path.name} (not in {run_dir})", file=sys.stderr)
     return RunPlan(resume_path.parent, resume_path, state)
+
+
+def _finished(run_dir: Path, resolved: Mapping[str, Any], resume: Optional[str]) -> RunPlan:
+    """A finished run asked to resume: its results if it is the same run, else a refusal naming the
+    keys that differ (a different request must not be answered with an old run's result)."""
+    results = json.loads((run_dir / RESULTS).read_text())
+    diff = config_differences(results.get("config") or {}, resolved)
+    if diff:
+        shown = "\n  ".join(diff[:20]) + (f"\n  ... and {len(diff) - 20} more" if len(diff) > 20 else "")
+        raise ConfigError(f"hydra.run.dir={run_dir} holds a finished run with a different config "
+                          f"(trainer.resume={resume}):\n  {shown}\nit is not the run you asked for: choose a "
+                          "new hydra.run.dir")
+    print(f"graphgt: {run_dir} already finished (trainer.resume={resume}): its {RESULTS} is kept, nothing was "
+          "trained", file=sys.stderr)
+    return RunPlan(run_dir, None, None, finished=results)
+
+
+class RunDirLock:
+    """An exclusive ``flock`` on ``<run_dir>/.lock`` for the life of a run: a second graphgt process
+    that targets the same directory is refused (:class:`~graphgt.errors.RunDirLocked`) instead of
+    interleaving its checkpoints, ``metrics.csv`` and results with the first.  The kernel releases
+    the lock when the process ends, however it ends."""
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self._file: Optional[Any] = None
+
+    def __enter__(self) -> "RunDirLock":
+        import fcntl
+
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.run_dir / self.NAME, "a+")
+        except OSError as e:
+            raise ConfigError(f"hydra.run.dir={self.run_dir} cannot be written ({e.strerror or e}); choose a "
+                              "hydra.run.dir in a folder you can write to") from None
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "?"
+            self._file.close()
+            self._file = None
+            raise RunDirLocked(f"hydra.run.dir={self.run_dir} is in use by another graphgt run (pid {holder}); "
+                               "wait for it to finish or choose a new hydra.run.dir") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"{os.getpid()}\n")
+        self._file.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()  # closing releases the flock
+            self._file = None
+
+
+def _locks_run_dir() -> bool:
+    """Whether this process holds the run dir's lock: one process per run (rank 0 of torchrun, the
+    launcher of ``trainer=ddp``, or the only process), never a worker the launcher started."""
+    return _rank() == 0 and os.environ.get(LAUNCHER_LOCKED) != "1"
+
+
+#: set by the launcher of ``trainer=ddp`` (which holds the run dir's lock) for its workers
+LAUNCHER_LOCKED = "GRAPHGT_RUN_DIR_LOCKED"
 
 
 def write_record(run_dir: Path, record: Mapping[str, Any]) -> None:
@@ -209,19 +283,47 @@ def run(cfg: DictConfig, run_dir: Path, choices: Optional[Mapping[str, str]] = N
     """
     validate_config(cfg)
     trainer, resume = build_trainer(cfg)
+    check_optimizer(trainer)
     ddp = trainer.distributed
     if ddp is not None and env_world_size() <= 1 and ddp.world_size() > 1:
-        return _launch(cfg, Path(run_dir), dict(choices or {}), dict(record or {}), ddp)
+        with RunDirLock(Path(run_dir)) if _locks_run_dir() else contextlib.nullcontext():
+            os.environ[LAUNCHER_LOCKED] = "1"  # the workers inherit it: the launcher holds the lock
+            try:
+                return _launch(cfg, Path(run_dir), dict(choices or {}), dict(record or {}), ddp)
+            finally:
+                os.environ.pop(LAUNCHER_LOCKED, None)
     return _run(cfg, Path(run_dir), dict(choices or {}), dict(record or {}), trainer, resume)
+
+
+def check_optimizer(trainer: Any) -> None:
+    """Build the trainer's optimizer once on a dummy parameter, so that a bad option
+    (``trainer.optimizer.lr=-1``) is a ConfigError before any data is read, not a traceback later."""
+    probe = [torch.nn.Parameter(torch.zeros(1))]
+    _as_config_error("trainer.optimizer", lambda: trainer.optimizer(probe))
 
 
 def _run(cfg: DictConfig, run_dir: Path, choices: Dict[str, str], record: Dict[str, Any], trainer: Any,
          resume: Optional[str]) -> Dict[str, Any]:
+    """Lock the run dir (one process per run), plan the run, then :func:`_execute` it."""
     t_start = time.time()
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    plan = plan_run(resume, run_dir, resolved)
-    if plan.finished is not None:
-        return plan.finished
+    with contextlib.ExitStack() as locks:
+        if _locks_run_dir():
+            locks.enter_context(RunDirLock(run_dir))
+        plan = plan_run(resume, run_dir, resolved)
+        if plan.finished is not None:
+            return {**plan.finished, "run_dir": str(run_dir)}
+        if plan.run_dir != run_dir and _locks_run_dir():
+            locks.enter_context(RunDirLock(plan.run_dir))
+        try:
+            return _execute(cfg, plan, choices, record, trainer, resolved, t_start)
+        except BaseException as e:  # the run was accepted: its failure belongs to (and is recorded in) its dir
+            e.graphgt_run_dir = str(plan.run_dir)  # type: ignore[attr-defined]
+            raise
+
+
+def _execute(cfg: DictConfig, plan: RunPlan, choices: Dict[str, str], record: Dict[str, Any], trainer: Any,
+             resolved: Dict[str, Any], t_start: float) -> Dict[str, Any]:
     run_dir = plan.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -254,8 +356,8 @@ def _run(cfg: DictConfig, run_dir: Path, choices: Dict[str, str], record: Dict[s
         if dist.rank:
             seed_everything(rank_seed(cfg.seed, dist.rank))  # own dropout masks on every rank
 
-        if record and dist.is_main:  # the run is accepted: record its config (every rank has checked run_dir)
-            write_record(run_dir, record)
+        if record and dist.is_main and not (run_dir / ".hydra").exists():
+            write_record(run_dir, record)  # the run is accepted: record its config (a resumed run keeps its own)
         if logger is not None and dist.is_main:
             resume_epoch = None if plan.state is None else plan.state["position"]["epoch"] - 1
             logger.start(run_dir, resolved, resume_epoch=resume_epoch)
@@ -265,6 +367,7 @@ def _run(cfg: DictConfig, run_dir: Path, choices: Dict[str, str], record: Dict[s
             "dataset": data.spec.name, "num_params": count_parameters(model), "seed": cfg.seed,
             "duration_s": time.time() - t_start, "choices": choices, "model_repr": repr(model),
             "resumed_from": str(plan.resume_path) if plan.resume_path else None, "hardware": hardware(),
+            "run_dir": str(run_dir),
             "config": resolved,
         })
         if dist.is_main:

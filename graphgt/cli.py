@@ -45,32 +45,98 @@ def _exit_on(error: BaseException) -> None:
     raise error
 
 
+#: files a run directory may hold before graphgt accepted a run there (Hydra's log, the lock, a failure record)
+_FRESH = {"cli.log", ".lock", "error.json"}
+#: the failed trials of this process's sweep: (run dir, exit status, message)
+_FAILED: List[tuple] = []
+_TRIALS = [0]
+
+
+def _record_failure(error: BaseException, requested: Path, code: int) -> None:
+    """Write ``error.json`` (what failed, the exit status, the message) into the run's directory: the
+    directory the run trained in (``error.graphgt_run_dir``, set once graphgt accepted the run), or
+    the requested one when it holds no other run's files; never into another run's directory."""
+    import traceback
+
+    from graphgt.errors import GraphGTError, RunDirLocked
+
+    if isinstance(error, RunDirLocked):
+        return
+    target = getattr(error, "graphgt_run_dir", None)
+    run_dir = Path(target) if target else requested
+    if target is None and run_dir.exists() and not {p.name for p in run_dir.iterdir()} <= _FRESH:
+        return
+    record = {"error": type(error).__name__, "exit_code": code, "message": str(error)}
+    if not isinstance(error, GraphGTError):
+        record["traceback"] = traceback.format_exc()
+    try:
+        from graphgt.io import atomic_write_json
+
+        atomic_write_json(record, run_dir / "error.json")
+    except Exception:  # noqa: BLE001 - recording a failure must not hide the failure
+        pass
+
+
 def _hydra_train() -> Optional[float]:
     import graphgt.config  # noqa: F401  (registers the config resolvers before Hydra composes)
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from omegaconf import DictConfig, OmegaConf
 
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
     def task(cfg: DictConfig) -> Optional[float]:
         from graphgt.app import run as run_training
-        from graphgt.errors import GraphGTError
+        from graphgt.errors import GraphGTError, Preempted
 
         hc = HydraConfig.get()
+        sweep = hc.mode == RunMode.MULTIRUN
+        output_dir = Path(hc.runtime.output_dir)
         record = {"config.yaml": cfg, "hydra.yaml": OmegaConf.create({"hydra": hc}),
                   "overrides.yaml": OmegaConf.create(list(hc.overrides.task))}
+        _TRIALS[0] += 1
         try:
-            results = run_training(cfg, Path(hc.runtime.output_dir), choices=hc.runtime.choices, record=record)
+            results = run_training(cfg, output_dir, choices=hc.runtime.choices, record=record)
         except GraphGTError as e:
-            _exit_on(e)
+            if not isinstance(e, Preempted):
+                _record_failure(e, output_dir, e.exit_code)
+            if not sweep or isinstance(e, Preempted):
+                _exit_on(e)
+            # one failed trial must not end the sweep: say so, record it, and go on with the next
+            print(f"graphgt: error: trial {output_dir}: {e}", file=sys.stderr)
+            _FAILED.append((str(output_dir), e.exit_code, str(e)))
+            return None
+        except Exception as e:
+            _record_failure(e, output_dir, 1)
+            raise
         if os.environ.get("RANK", "0") != "0":
             return results["test_at_best_val"]
         print(f"{results['dataset']}: best val {results['metric']} {results['best_val']:.4f} at epoch "
               f"{results['best_epoch']}, test {results['test_at_best_val']:.4f} "
-              f"({results['num_params']} params, {results['duration_s']:.1f} s) -> {hc.runtime.output_dir}")
+              f"({results['num_params']} params, {results['duration_s']:.1f} s) -> {results.get('run_dir', output_dir)}")
         return results["test_at_best_val"]
 
-    return task()
+    value = task()
+    if _FAILED:
+        listed = "\n  ".join(f"{d} (exit {c}): {' '.join(m.split())[:300]}" for d, c, m in _FAILED)
+        print(f"graphgt: {len(_FAILED)} of {_TRIALS[0]} trials failed (each holds an error.json; "
+              f"graphgt report lists them):\n  {listed}", file=sys.stderr)
+        sys.exit(max(c for _, c, _ in _FAILED))
+    return value
+
+
+def _check_run_dir_writable(argv: List[str]) -> None:
+    """Hydra creates ``hydra.run.dir`` (for its log) before graphgt runs: refuse one that cannot be
+    created or written, with a message, before Hydra fails on it with a traceback."""
+    for item in argv:
+        for key in ("hydra.run.dir=", "hydra.sweep.dir="):
+            if item.startswith(key):
+                path = Path(item[len(key):])
+                existing = next((p for p in [path, *path.parents] if p.exists()), None)
+                if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK)):
+                    _fail(f"{key}{path} cannot be written ('{existing}' is "
+                          f"{'not a folder' if not existing.is_dir() else 'not writable'}); choose a folder you "
+                          "can write to")
 
 
 def _torchrun_overrides(argv: List[str]) -> List[str]:
@@ -109,6 +175,7 @@ def _torchrun_overrides(argv: List[str]) -> List[str]:
 def train(argv: List[str]) -> None:
     # Hydra would write .hydra/ into the run dir before graphgt checks that the dir is new: the
     # composition root writes that record itself once the run is accepted (graphgt.app)
+    _check_run_dir_writable(argv)
     argv = _torchrun_overrides(argv) + ["hydra.output_subdir=null"]
     sys.argv = ["graphgt train"] + argv
     _hydra_train()
@@ -131,7 +198,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     command = COMMANDS.get(argv[0])
     if command is None:
         _fail(f"unknown command '{argv[0]}'\n{USAGE}")
-    command(argv[1:])
+    try:
+        command(argv[1:])
+    except KeyboardInterrupt:  # Ctrl-C before training started (training itself stops cleanly, exit 130)
+        print("graphgt: interrupted before training started; no checkpoint or result was written",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

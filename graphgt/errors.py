@@ -11,7 +11,9 @@ error                 exit  meaning
 ConfigError           2     bad user input (config key, value, file, data on disk)
 StoreError            2     a graph store is missing, incomplete or inconsistent
 CheckpointError       2     a checkpoint is unreadable, foreign or from another config
-NonFiniteLossError    1     the training loss became NaN/inf (the last checkpoint is intact)
+NonFiniteLossError    1     the training loss or an evaluation's outputs became NaN/inf
+WriteError            1     a result or checkpoint could not be written (the previous one is intact)
+RunDirLocked          2     another graphgt process is running in the same run directory
 DistributedError      1     a collective failed: another rank died, hung or disconnected
 Preempted             128+s stopped by signal ``s`` after writing the checkpoint
 ====================  ====  ==============================================================
@@ -48,6 +50,15 @@ class NonFiniteLossError(GraphGTError, RuntimeError):
     """The loss became NaN/inf: the message names the epoch and step and the last good checkpoint."""
 
 
+class WriteError(GraphGTError, OSError):
+    """A file graphgt writes (checkpoint, results, metrics) could not be written: disk full, a file-size
+    limit, permissions.  Writes are atomic, so the previous version of the file is intact."""
+
+
+class RunDirLocked(ConfigError):
+    """Another graphgt process holds the run directory (two runs must never write into one directory)."""
+
+
 class DistributedError(GraphGTError, RuntimeError):
     """A collective operation failed: another rank died, hung or lost its connection."""
 
@@ -64,5 +75,5 @@ class Preempted(GraphGTError):
         return str(self.args[0])
 
 
-__all__ = ["GraphGTError", "ConfigError", "StoreError", "CheckpointError", "NonFiniteLossError",
-           "DistributedError", "Preempted"]
+__all__ = ["GraphGTError", "ConfigError", "StoreError", "CheckpointError", "NonFiniteLossError", "WriteError",
+           "RunDirLocked", "DistributedError", "Preempted"]

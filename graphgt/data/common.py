@@ -9,12 +9,14 @@ base class does the rest, for node-level (one graph, a ``loss_mask`` per split) 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -32,58 +34,77 @@ from graphgt.spec import CategoricalFeatures, DataSpec, Level
 # --------------------------------------------------------------------------------------------- files
 
 
-def is_writable(path: Path) -> bool:
-    """Whether a loader may create files in the directory ``path``.
-
-    ``os.access`` alone is not enough: it says yes to root even in a directory whose mode is
-    ``r-x``.  A directory without any write bit is treated as read-only for everybody.
-    """
-    path = Path(path)
-    if not os.access(path, os.W_OK):
-        return False
-    return bool(path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+#: the file in a dataset copy that records which source files it was copied from
+COPY_STAMP = ".graphgt-source.json"
 
 
-def _tree_writable(path: Path) -> bool:
-    return all(is_writable(p) for p in (path, path / "processed") if p.is_dir())
+def _source_files(src: Path, exclude: Sequence[str]) -> List[List[Any]]:
+    """``[relative path, size, mtime_ns]`` of every file under ``src`` that a copy would hold, sorted."""
+    ignore = shutil.ignore_patterns(*exclude)
+    files: List[List[Any]] = []
+    for dirpath, dirnames, filenames in os.walk(src):
+        skipped = ignore(dirpath, [*dirnames, *filenames])
+        dirnames[:] = sorted(d for d in dirnames if d not in skipped)
+        for name in sorted(f for f in filenames if f not in skipped):
+            st = (Path(dirpath) / name).stat()
+            files.append([str((Path(dirpath) / name).relative_to(src)), int(st.st_size), int(st.st_mtime_ns)])
+    return files
+
+
+def _stamp_of(copy: Path) -> Optional[List[List[Any]]]:
+    """The source files a copy records (None for a copy without a readable record)."""
+    try:
+        return json.loads((copy / COPY_STAMP).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def writable_copy(src: Path, cache_dir: Path, rel: str, exclude: Sequence[str] = ("processed",)) -> Path:
-    """The dataset folder ``src`` if loaders may write into it, else a copy of it under the cache.
+    """A private copy of the dataset folder ``src`` under ``cache_dir/datasets/<rel>``, to load from.
 
-    Loaders of PyG/OGB write a ``processed/`` folder next to ``raw/``.  When ``src`` is read-only
-    (a shared data folder), it is copied once, without ``exclude`` folders, to
-    ``cache_dir/datasets/<rel>`` and that copy is returned.  The copy is made in a temporary
-    folder and renamed into place, so an interrupted copy is never mistaken for a complete one.
+    PyG and OGB loaders write ``processed/`` (and sometimes more) next to ``raw/``.  The user's data
+    folder is never written: it is copied once, without the ``exclude`` folders, and the loaders
+    process the copy.  The copy is made in a temporary folder and renamed into place, so an
+    interrupted copy is never mistaken for a complete one.  It records the names, sizes and
+    modification times of the files it was made from (:data:`COPY_STAMP`); when the source changes
+    (or another data root with other files maps to the same ``rel``), it is made again and the
+    loader processes the new files.
 
     Args:
         src: the dataset folder (e.g. ``<root>/tu/MUTAG``).
         cache_dir: the run's cache folder.
         rel: the dataset folder relative to the data root (e.g. ``tu/MUTAG``).
-        exclude: folder/file names not copied.
+        exclude: folder/file names (glob patterns) not copied.
     """
     src = Path(src)
-    if _tree_writable(src):
-        return src
     dst = Path(cache_dir) / "datasets" / rel
-    if dst.is_dir():
+    if dst.exists() and dst.resolve() == src.resolve():
+        return dst  # the data root is the cache's own datasets folder: it is already the copy
+    files = _source_files(src, exclude)
+    if dst.is_dir() and _stamp_of(dst) == files:
         return dst
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
+    stale: Optional[Path] = None
     try:
         shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*exclude), dirs_exist_ok=True)
         for dirpath, dirnames, filenames in os.walk(tmp):  # the copy must be writable (modes are copied)
             for name in [*dirnames, *filenames, "."]:
                 p = Path(dirpath) / name
                 p.chmod(p.stat().st_mode | stat.S_IWUSR)
+        (tmp / COPY_STAMP).write_text(json.dumps({"source": str(src.resolve()), "files": files}))
+        if dst.exists():  # an out-of-date copy (or one made before copies recorded their source)
+            stale = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".stale"))
+            os.replace(dst, stale / "old")
         try:
             os.replace(tmp, dst)
         except OSError:
-            if not dst.is_dir():  # a concurrent copy that won the race is fine
+            if _stamp_of(dst) != files:  # a concurrent copy of the same files that won the race is fine
                 raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, stale):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
     return dst
 
 
@@ -99,6 +120,9 @@ def as_split(split: Any, default: Split, key: str = "data.split") -> Split:
     or None for ``default``)."""
     if split is None:
         return default
+    if isinstance(split, Mapping):  # a DictConfig: the user set data._recursive_=false
+        raise ConfigError(f"{key} arrived as an unbuilt config node (_target_: {split.get('_target_', None)}), not a "
+                          f"split strategy: '_recursive_: false' stops Hydra from building nested nodes; remove it")
     if not isinstance(split, Split):
         raise ConfigError(f"{key} must be a split strategy (MaskSplit, RandomSplit, IndexFileSplit, "
                           f"OfficialSplit), got {split!r}")
@@ -153,7 +177,7 @@ class InMemoryDataModule(DataModule):
     """Base of the data modules whose graphs fit in memory.
 
     Subclasses implement :meth:`check` (cheap; may use :meth:`source_dir`) and :meth:`prepare`
-    (read the data; may use :meth:`load_dir` for read-only sources).  Node-level datasets yield
+    (read the data from :meth:`load_dir`, a copy under the cache that loaders may write into).  Node-level datasets yield
     their one graph per split as a one-graph ``Batch`` (with ``batch`` and ``ptr``) that carries a
     boolean ``loss_mask`` of the split's nodes; graph-level ones yield PyG mini-batches.
 
@@ -188,7 +212,8 @@ class InMemoryDataModule(DataModule):
         return Path(self.root) / rel
 
     def load_dir(self, rel: str, cache_dir: Path) -> Path:
-        """The folder to load ``rel`` from: the source, or its writable copy under ``cache_dir``."""
+        """The folder to load ``rel`` from: its private copy under ``cache_dir`` (:func:`writable_copy`),
+        so that the loader's ``processed/`` never lands in the user's data folder."""
         return writable_copy(self.source_dir(rel), Path(cache_dir), rel)
 
     def _check_common(self) -> None:

@@ -30,7 +30,8 @@ def ogb_meta(name: str):
 
 
 class OGBGraphData(GraphDataModule):
-    """``ogb.graphproppred.PygGraphPropPredDataset`` read from ``<root>/ogb/<name with '-' -> '_'>``.
+    """``ogb.graphproppred.PygGraphPropPredDataset`` read from ``<root>/ogb/<name with '-' -> '_'>``, through
+    its copy under ``cache_dir/datasets`` (OGB's ``processed/`` is written there, never into ``<root>``).
 
     Official split (``get_idx_split()``, scaffold for molecules); task and metric from OGB's meta
     data: binary classification (``num_tasks`` sigmoid outputs, ``binary`` if one task else

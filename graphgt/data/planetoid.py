@@ -13,7 +13,8 @@ _RAW = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 
 
 class PlanetoidData(NodeDataModule):
-    """``torch_geometric.datasets.Planetoid`` read from ``<root>/planetoid/<name>/raw``.
+    """``torch_geometric.datasets.Planetoid`` read from ``<root>/planetoid/<name>/raw``, through its copy
+    under ``cache_dir/datasets`` (PyG's ``processed/`` is written there, never into ``<root>``).
 
     Node-level multiclass accuracy; float bag-of-words features (row-normalised by default, as in
     the GCN and GAT papers); no edge features.

@@ -15,6 +15,7 @@ Example (``configs/data/amazon_photo.yaml``)::
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -39,7 +40,8 @@ class PyGDataset(InMemoryDataModule):
     Args:
         dataset: the dataset: an instantiated PyG dataset (Hydra builds nested ``_target_`` nodes),
             or a factory of one (a Hydra ``_partial_: true`` node), called when the data is loaded
-            (a read-only ``root`` folder is first copied to ``cache_dir/datasets/pyg/<folder name>``).
+            (an existing ``root`` folder is first copied to ``cache_dir/datasets/pyg/<folder name>``
+            and the factory gets the copy, so PyG's ``processed/`` never lands in the user's folder).
         level: ``node`` (the dataset's single graph, one prediction per node) or ``graph``.
         task: ``multiclass``, ``binary``, ``multilabel`` or ``regression``.
         metric: a metric name of :func:`graphgt.eval.metrics.get_metric` (``accuracy``, ``rocauc``,
@@ -56,7 +58,11 @@ class PyGDataset(InMemoryDataModule):
     def __init__(self, dataset: Any, level: str, task: str, metric: str, num_outputs: Optional[int] = None,
                  split: Any = None, batch_size: int = 32, num_workers: int = 0, root: Optional[str] = None,
                  name: Optional[str] = None):
-        super().__init__(root or ".", batch_size, num_workers, split=as_split(split, MaskSplit()))
+        # an unbuilt split node (data._recursive_=false) is reported by check(), with the dataset's,
+        # rather than raised here, where Hydra would wrap the ConfigError in its own exception
+        self._unbuilt_split = split if isinstance(split, Mapping) else None
+        super().__init__(root or ".", batch_size, num_workers,
+                         split=None if self._unbuilt_split is not None else as_split(split, MaskSplit()))
         self.dataset = dataset
         self.task_level, self.task, self.metric = str(level), str(task), str(metric)
         self.num_outputs = None if num_outputs is None else int(num_outputs)
@@ -64,6 +70,8 @@ class PyGDataset(InMemoryDataModule):
         self._root_given = root is not None
 
     def check(self) -> None:
+        if self._unbuilt_split is not None and not isinstance(self.dataset, Mapping):
+            as_split(self._unbuilt_split, MaskSplit())  # raises: names the node and '_recursive_: false'
         self._check_common()
         if self.task_level not in LEVELS:
             raise ConfigError(f"data.level must be one of {list(LEVELS)}, got '{self.task_level}'")
@@ -71,14 +79,26 @@ class PyGDataset(InMemoryDataModule):
             raise ConfigError(f"data.task must be one of {list(TASK_KINDS)}, got '{self.task}'")
         if self.num_outputs is not None and self.num_outputs < 1:
             raise ConfigError(f"data.num_outputs must be >= 1 or null, got {self.num_outputs}")
-        if isinstance(self.dataset, (dict, str)) or self.dataset is None:
+        if isinstance(self.dataset, Mapping):
+            # a DictConfig (or dict) arrives here when the user sets data._recursive_=false: Hydra then
+            # passes nested nodes unbuilt.  Refuse it here rather than let a later step call or index it
+            target = self.dataset.get("_target_", None)
+            raise ConfigError(
+                "data.dataset arrived as an unbuilt config node"
+                + (f" (_target_: {target})" if target is not None else "")
+                + ", not a PyG dataset: 'data._recursive_: false' stops Hydra from building nested nodes. "
+                "Remove data._recursive_ (graphgt needs data.dataset and data.split built), and give "
+                "data.dataset as '_target_: <PyG dataset class>' with '_partial_: true'")
+        if isinstance(self.dataset, str) or self.dataset is None:
             raise ConfigError("data.dataset must be a PyG dataset, or a factory of one (a node with "
                               "'_target_: <dataset class>' and '_partial_: true'), got "
                               f"{type(self.dataset).__name__}")
 
     def _build_dataset(self, cache_dir: Path) -> Any:
-        """The dataset: as given, or built by its factory, with a read-only ``root`` replaced by its
-        writable copy under ``cache_dir`` (PyG writes ``processed/`` next to ``raw/``)."""
+        """The dataset: as given, or built by its factory, with an existing ``root`` replaced by its
+        copy under ``cache_dir`` (PyG writes ``processed/`` next to ``raw/``; the user's folder stays
+        untouched).  A ``root`` that does not exist yet is passed as given: the dataset class
+        downloads into it, as the user asked."""
         if not _is_factory(self.dataset):
             return self.dataset
         keywords = dict(getattr(self.dataset, "keywords", {}) or {})

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -146,18 +147,77 @@ def _split_from_mapping(d: Any, num_items: int, where: str) -> SplitIndices:
     return _check_disjoint(out, where)
 
 
+#: what a split pickle may construct: a dict of numpy arrays (LRGB's Peptides split), lists, ints,
+#: strings.  ``(module, name)`` pairs; numpy 1.x pickles name ``numpy.core``, numpy 2 ``numpy._core``
+_PICKLE_ALLOWED = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),  # protocol-2 pickles of numpy arrays encode their bytes through it
+    ("collections", "OrderedDict"),
+    *(("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "bool", "str",
+                                "bytes", "bytearray", "complex")),
+})
+
+
+def _numpy_array_globals() -> List[Any]:
+    """What ``torch.load(weights_only=True)`` needs to rebuild numpy index arrays and masks (the
+    reconstruction function, ``ndarray``, ``dtype``, scalars and the integer/bool dtype classes)."""
+    core = getattr(np, "_core", None) or np.core
+    out: List[Any] = [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype]
+    out += [type(np.dtype(c)) for c in ("b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8")]
+    return out
+
+
+class _SplitUnpickler(pickle.Unpickler):
+    """An unpickler that builds only plain containers and numpy arrays (:data:`_PICKLE_ALLOWED`).
+
+    ``pickle.load`` calls whatever a file names (``os.system`` through ``__reduce__``), so a split
+    file from elsewhere could run code; every class lookup goes through :meth:`find_class`, which
+    refuses anything else with a :class:`ConfigError` naming the file and the class.
+    """
+
+    def __init__(self, file: Any, path: Path):
+        super().__init__(file)
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_ALLOWED:
+            raise ConfigError(f"split.path '{self.path}': refused to unpickle '{module}.{name}': a split pickle may "
+                              f"hold only a dict of numpy arrays or lists of ints (loading other classes can run "
+                              f"code). Convert the split to .npz or .json, e.g. np.savez('split.npz', train=..., "
+                              f"valid=..., test=...)")
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):  # numpy 2 reading a numpy 1 pickle
+            module = "numpy._core." + module[len("numpy.core."):]
+        return super().find_class(module, name)
+
+
 class IndexFileSplit(Split):
     """Index arrays read from a file with entries ``train``, ``valid`` (or ``val``) and ``test``.
 
-    Accepted formats by suffix: ``.pt``/``.pth`` (``torch.save`` of a dict), ``.npz``, ``.json``,
-    ``.pkl``/``.pickle`` (a dict of arrays, as LRGB ships its splits).  Entries may be index arrays
-    or boolean masks.
+    Accepted formats by suffix, all read without running code from the file:
+
+    - ``.pt``/``.pth``: ``torch.save`` of a dict of index tensors (or numpy arrays), read with
+      ``weights_only=True``;
+    - ``.npz``: ``np.savez(path, train=..., valid=..., test=...)``, read with ``allow_pickle=False``;
+    - ``.json``: ``{"train": [...], "valid": [...], "test": [...]}``;
+    - ``.npy``: one integer per item, the split it belongs to: 0 train, 1 val, 2 test, -1 none
+      (``allow_pickle=False``);
+    - ``.txt``: three lines, the train, val and test indices, whitespace-separated (a line may be
+      empty);
+    - ``.pkl``/``.pickle``: a dict of numpy arrays (as LRGB ships its splits), read by an
+      unpickler that builds nothing but containers, numbers, strings and numpy arrays.
+
+    Entries of the mapping formats may be index arrays or boolean masks.
 
     Args:
         path: the file.
     """
 
-    SUFFIXES = (".pt", ".pth", ".npz", ".json", ".pkl", ".pickle")
+    SUFFIXES = (".pt", ".pth", ".npz", ".json", ".npy", ".txt", ".pkl", ".pickle")
+    #: the split each value of a ``.npy`` assignment vector names
+    NPY_CODES = {"train": 0, "val": 1, "test": 2}
 
     def __init__(self, path: str):
         self.path = str(path)
@@ -169,25 +229,78 @@ class IndexFileSplit(Split):
         if not p.is_file():
             raise ConfigError(f"split.path: split file not found at '{p.resolve()}'")
 
+    def _read(self, p: Path) -> Any:
+        if p.suffix in (".pt", ".pth"):
+            try:
+                with torch.serialization.safe_globals(_numpy_array_globals()):
+                    return torch.load(p, weights_only=True, map_location="cpu")
+            except pickle.UnpicklingError as e:  # torch's own refusal of a non-tensor object
+                found = re.search(r"GLOBAL (\S+)", str(e))
+                detail = f"'{found.group(1)}'" if found else type(e).__name__
+                raise ConfigError(f"split.path '{p}': refused to load {detail}: a .pt split file may hold only "
+                                  f"tensors, numpy arrays and containers, and graphgt reads it with "
+                                  f"weights_only=True because loading other objects can run code. Save a dict of "
+                                  f"index tensors: torch.save({{'train': ..., 'valid': ..., 'test': ...}}, path)") from None
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        if p.suffix == ".npy":
+            return self._from_assignment(np.load(p, allow_pickle=False), p)
+        if p.suffix == ".json":
+            return json.loads(p.read_text())
+        if p.suffix == ".txt":
+            return self._from_lines(p)
+        with open(p, "rb") as f:
+            return _SplitUnpickler(f, p).load()
+
+    def _from_assignment(self, a: np.ndarray, p: Path) -> Any:
+        """A ``.npy`` vector of split codes -> ``{name: indices}`` (its length is checked in :meth:`split`)."""
+        if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+            raise ConfigError(f"split.path '{p}': a .npy split file holds one integer per item (0 train, 1 val, "
+                              f"2 test, -1 none); got shape {list(a.shape)} dtype {a.dtype}")
+        bad = ~np.isin(a, [-1, *self.NPY_CODES.values()])
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ConfigError(f"split.path '{p}': item {i} has split code {int(a[i])}; use 0 (train), 1 (val), "
+                              f"2 (test) or -1 (none)")
+        out: Any = {name: np.flatnonzero(a == code) for name, code in self.NPY_CODES.items()}
+        out["_num_items"] = int(a.shape[0])
+        return out
+
+    def _from_lines(self, p: Path) -> Any:
+        """A ``.txt`` file of three lines (train, val, test) of whitespace-separated indices."""
+        lines = p.read_text().splitlines()
+        while len(lines) > 3 and not lines[-1].strip():  # trailing blank lines
+            lines.pop()
+        if len(lines) != 3:
+            raise ConfigError(f"split.path '{p}': a .txt split file has exactly three lines (the train, val and "
+                              f"test indices, whitespace-separated); it has {len(lines)}")
+        out = {}
+        for name, (number, line) in zip(self.NPY_CODES, enumerate(lines, start=1)):
+            try:
+                out[name] = np.array([int(t) for t in line.split()], dtype=np.int64)
+            except ValueError as e:
+                raise ConfigError(f"split.path '{p}': line {number} ({name}) is not a list of integers ({e})") from None
+        return out
+
     def load(self) -> Any:
         """The raw mapping stored in the file."""
         self.check()
         p = Path(self.path)
         try:
-            if p.suffix in (".pt", ".pth"):
-                return torch.load(p, weights_only=False)
-            if p.suffix == ".npz":
-                with np.load(p, allow_pickle=False) as f:
-                    return {k: f[k] for k in f.files}
-            if p.suffix == ".json":
-                return json.loads(p.read_text())
-            with open(p, "rb") as f:
-                return pickle.load(f)
+            return self._read(p)
+        except ConfigError:
+            raise
         except Exception as e:  # corrupt or foreign file
             raise ConfigError(f"split.path '{p}': cannot read the split file ({type(e).__name__}: {e})") from e
 
     def split(self, num_items: int, source: Any = None, labels: Optional[Tensor] = None) -> SplitIndices:
-        return _split_from_mapping(self.load(), num_items, f"IndexFileSplit({self.path})")
+        d = self.load()
+        where = f"IndexFileSplit({self.path})"
+        if isinstance(d, dict) and "_num_items" in d and d["_num_items"] != num_items:
+            raise ConfigError(f"{where}: the .npy split assigns {d['_num_items']} items but the dataset has "
+                              f"{num_items}; is it the split of this dataset?")
+        return _split_from_mapping(d, num_items, where)
 
 
 class RandomSplit(Split):

@@ -12,7 +12,8 @@ from graphgt.spec import DataSpec, FloatFeatures, Task
 
 
 class TUData(GraphDataModule):
-    """``torch_geometric.datasets.TUDataset`` read from ``<root>/tu/<name>/raw``.
+    """``torch_geometric.datasets.TUDataset`` read from ``<root>/tu/<name>/raw``, through its copy under
+    ``cache_dir/datasets`` (PyG's ``processed/`` is written there, never into ``<root>``).
 
     Graph-level multiclass accuracy.  Node features are float (one-hot node labels, plus the
     continuous node attributes with ``use_node_attr``; a constant 1 for datasets with neither);

@@ -10,7 +10,8 @@ from graphgt.spec import DataSpec, FloatFeatures, Task
 
 
 class WebKBData(NodeDataModule):
-    """``torch_geometric.datasets.WebKB`` read from ``<root>/webkb/<name lower-case>/raw``.
+    """``torch_geometric.datasets.WebKB`` read from ``<root>/webkb/<name lower-case>/raw``, through its
+    copy under ``cache_dir/datasets`` (PyG's ``processed/`` is written there, never into ``<root>``).
 
     The Geom-GCN 60/20/20 splits ship as 10 mask columns; ``split_index`` picks one.
 

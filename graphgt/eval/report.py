@@ -33,6 +33,42 @@ def find_results(patterns: Iterable[str]) -> List[Path]:
     return sorted(found)
 
 
+#: what marks a directory as a run's: Hydra's log, graphgt's lock, config record or checkpoint
+RUN_MARKERS = ("cli.log", ".lock", ".hydra", "last.pt", "error.json", "results.json")
+REQUIRED = ("metric", "best_val", "test_at_best_val", "best_epoch")
+
+
+def read_result(path: Path) -> Dict[str, Any]:
+    """One ``results.json``; a ValueError naming the file and what is wrong when it cannot be used."""
+    try:
+        result = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot be read ({e})") from None
+    if not isinstance(result, dict):
+        raise ValueError("does not hold a JSON object")
+    missing = [k for k in REQUIRED if k not in result]
+    if missing:
+        raise ValueError(f"lacks {', '.join(missing)}")
+    return result
+
+
+def find_unfinished(patterns: Iterable[str]) -> Dict[str, List[Path]]:
+    """Run directories below ``patterns`` without ``results.json``: ``failed`` (they hold the
+    ``error.json`` graphgt writes when a run fails) and ``unfinished`` (killed, or still running)."""
+    dirs = set()
+    for pattern in patterns:
+        for m in glob.glob(pattern, recursive=True) or ([pattern] if Path(pattern).exists() else []):
+            p = Path(m)
+            if p.is_dir():
+                dirs.update(q.parent.resolve() for marker in RUN_MARKERS for q in p.rglob(marker))
+    out: Dict[str, List[Path]] = {"failed": [], "unfinished": []}
+    for d in sorted(dirs):
+        if (d / "results.json").exists() or d.name == ".hydra" or any(parent.name == ".hydra" for parent in d.parents):
+            continue
+        out["failed" if (d / "error.json").exists() else "unfinished"].append(d)
+    return out
+
+
 def _strip(config: Dict[str, Any]) -> Dict[str, Any]:
     out = {k: v for k, v in config.items() if k not in IGNORED_KEYS}
     data = dict(out.get("data") or {})
@@ -54,10 +90,18 @@ def label_of(result: Dict[str, Any]) -> str:
     return " ".join(p for p in parts if p) or result.get("dataset", "run")
 
 
-def aggregate(paths: List[Path]) -> List[Dict[str, Any]]:
+def aggregate(paths: List[Path], skipped: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+    """Rows of mean ± std per config group; a ``results.json`` that cannot be used is named in
+    ``skipped`` (``"<file>: <why>"``) and left out, instead of aborting the whole report."""
     groups: Dict[str, List[Dict[str, Any]]] = {}
     for path in paths:
-        result = json.loads(path.read_text())
+        try:
+            result = read_result(path)
+        except ValueError as e:
+            if skipped is None:
+                raise ValueError(f"{path}: {e}") from None
+            skipped.append(f"{path}: {e}")
+            continue
         result["_path"] = str(path.parent)
         key = json.dumps(_strip(result.get("config", {})), sort_keys=True, default=str)
         groups.setdefault(key, []).append(result)
@@ -100,10 +144,24 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--out", type=Path, help="write the markdown table to this file (default: stdout)")
     args = parser.parse_args(argv)
     paths = find_results(args.paths)
-    if not paths:
+    unfinished = find_unfinished(args.paths)
+    if not paths and not any(unfinished.values()):
         parser.exit(2, f"graphgt report: error: no results.json under {' '.join(args.paths)}\n")
-    rows = aggregate(paths)
+    skipped: List[str] = []
+    rows = aggregate(paths, skipped)
     table = markdown(rows)
+    notes = [f"skipped {s}" for s in skipped]
+    for d in unfinished["failed"]:
+        try:
+            error = json.loads((d / "error.json").read_text())
+            why = f"{error.get('error')} (exit {error.get('exit_code')}): {' '.join(str(error.get('message')).split())[:300]}"
+        except (OSError, ValueError, AttributeError):
+            why = "error.json cannot be read"
+        notes.append(f"failed trial {d}: {why}")
+    notes += [f"unfinished trial {d}: no results.json (killed, still running, or resumable with "
+              "trainer.resume=auto)" for d in unfinished["unfinished"]]
+    if notes:
+        table += "\n\n" + "\n".join(f"- {n}" for n in notes)
     if args.out:
         args.out.write_text(table + "\n")
     print(table)

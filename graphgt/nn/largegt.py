@@ -122,7 +122,7 @@ class LargeGTModel(nn.Module):
         self.readout = TokenReadout(hidden)
         self.attention: Optional[GlobalAttention] = None
         if attention is not None:
-            self.seed_encoder = InputEncoder(spec, hidden, pe)
+            self.seed_encoder = InputEncoder(spec, hidden, pe, edges=False)  # seeds only: no edge features
             self.global_in = nn.Linear(hidden, global_dim)
             self.attention = attention(global_dim)
         elif len(pe):

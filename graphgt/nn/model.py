@@ -29,15 +29,66 @@ AttentionFactory = Callable[[int], GlobalAttention]
 PEBranch = Tuple[PositionalEncoding, Callable[..., nn.Module]]
 
 
+def local_consumes_edge_attr(local: Optional[LocalFactory]) -> bool:
+    """Whether the layers that ``local`` builds read edge features, known before any is built.
+
+    ``local`` is normally ``functools.partial(LayerClass, **config)`` (a Hydra partial of
+    ``configs/local/*.yaml``): its class and keywords answer
+    (:meth:`~graphgt.nn.local.base.LocalMP.consumes_edge_attr`).  A factory that does not show its
+    class (a lambda) is assumed to read them; the model drops the edge encoder again once the built
+    layers say otherwise (:func:`drop_unread_edge_encoder`).
+    """
+    if local is None:
+        return False
+    target = getattr(local, "func", local)
+    if isinstance(target, type) and issubclass(target, LocalMP):
+        return target.consumes_edge_attr(**dict(getattr(local, "keywords", None) or {}))
+    return True
+
+
+def drop_unread_edge_encoder(encoder: InputEncoder, layers: Sequence[Optional[nn.Module]]) -> None:
+    """Remove ``encoder.edge`` when none of the built ``layers`` reads edge features.
+
+    Its parameters would never receive a gradient, which DDP refuses ("Expected to have finished
+    reduction in the prior iteration"), and its output would be computed for nothing.  A layer that
+    is not a :class:`LocalMP` (no ``reads_edge_attr``) is assumed to read them.
+    """
+    if encoder.edge is not None and not any(layer is not None and getattr(layer, "reads_edge_attr", True)
+                                            for layer in layers):
+        encoder.edge = None
+
+
+def discard_last_edge_output(layer: Optional[nn.Module]) -> None:
+    """Tell a model's last local layer that nothing reads the edge features it returns
+    (:meth:`~graphgt.nn.local.base.LocalMP.discard_edge_output`; a module without that method is left alone)."""
+    discard = getattr(layer, "discard_edge_output", None)
+    if discard is not None:
+        discard()
+
+
+
+def _check_size(hidden: int, layers: int) -> None:
+    """``ValueError`` naming the key for a width or depth below 1 (a model with no layer would train
+    nothing and fail later, e.g. in its ``repr``)."""
+    if layers < 1:
+        raise ValueError(f"model.layers={layers} must be >= 1")
+    if hidden < 1:
+        raise ValueError(f"model.hidden={hidden} must be >= 1")
+
+
 class InputEncoder(nn.Module):
     """Raw node features ‖ PE features -> ``[N, hidden]``; raw edge features -> ``[E, hidden]``.
 
     The node encoder gets ``hidden - sum(pe_out_dims)`` columns and each PE encoder its own
     ``out_dim`` (as GraphGPS concatenates them); ``input_dropout`` is applied to the raw node
-    features (GCN/GAT practice on citation graphs).
+    features (GCN/GAT practice on citation graphs).  The edge encoder is built only when the data
+    has edge features and ``edges=True``: a model whose layers ignore edge features passes
+    ``edges=False`` (an unused encoder's parameters get no gradient, which DDP refuses), and
+    ``forward`` then returns ``None`` for them.
     """
 
-    def __init__(self, spec: DataSpec, hidden: int, pe: Sequence[PEBranch] = (), input_dropout: float = 0.0):
+    def __init__(self, spec: DataSpec, hidden: int, pe: Sequence[PEBranch] = (), input_dropout: float = 0.0,
+                 edges: bool = True):
         super().__init__()
         self.pe_encoders = nn.ModuleList(factory(pe=p) for p, factory in pe)
         pe_dim = sum(int(enc.out_dim) for enc in self.pe_encoders)
@@ -45,7 +96,8 @@ class InputEncoder(nn.Module):
             raise ValueError(f"the PE encoders' out_dim add up to {pe_dim}, which leaves no room in "
                              f"model.hidden={hidden}; raise model.hidden or lower pe.<name>.encoder.out_dim")
         self.node = feature_encoder(spec.node_features, hidden - pe_dim)
-        self.edge = feature_encoder(spec.edge_features, hidden) if spec.edge_features is not None else None
+        self.edge: Optional[nn.Module] = feature_encoder(spec.edge_features, hidden) \
+            if edges and spec.edge_features is not None else None
         self.input_dropout = nn.Dropout(input_dropout)
 
     def reset_parameters(self) -> None:
@@ -87,16 +139,20 @@ class GPSModel(nn.Module):
                  ffn_ratio: float = 2.0, head_layers: int = 2, head_dropout: float = 0.0,
                  pool: Literal["mean", "sum", "max"] = "mean", input_dropout: float = 0.0):
         super().__init__()
+        _check_size(hidden, layers)
         if local is None and attention is None:
             raise ValueError("GPSModel needs local=<layer>, attention=<module>, or both; got local=none "
                              "and attention=none")
         self.hidden, self.level = hidden, spec.task.level
-        self.encoder = InputEncoder(spec, hidden, pe, input_dropout)
+        # edge features feed the local layers only (attention never reads them)
+        self.encoder = InputEncoder(spec, hidden, pe, input_dropout, edges=local_consumes_edge_attr(local))
         self.layers = nn.ModuleList(
             GPSLayer(hidden, local(hidden) if local is not None else None,
                      attention(hidden) if attention is not None else None,
                      norm=norm, dropout=dropout, ffn_ratio=ffn_ratio)
             for _ in range(layers))
+        drop_unread_edge_encoder(self.encoder, [layer.local for layer in self.layers])
+        discard_last_edge_output(self.layers[-1].local if len(self.layers) else None)
         head_kwargs = {"pool": pool} if self.level == "graph" else {}
         self.head = HEADS[self.level](hidden, spec.task.num_outputs, head_layers, head_dropout, **head_kwargs)
 
@@ -137,6 +193,7 @@ class MPNNModel(nn.Module):
                  head_dropout: float = 0.0, pool: Literal["mean", "sum", "max"] = "mean",
                  raw_io: bool = False):
         super().__init__()
+        _check_size(hidden, layers)
         if local is None:
             raise ValueError("MPNNModel needs a local layer: set local=<gcn|gat|gin|gine|gatedgcn|sage>")
         if attention is not None:
@@ -149,8 +206,10 @@ class MPNNModel(nn.Module):
         if raw_io:
             self._build_raw_io(spec, hidden, layers, local, pe, input_dropout)
             return
-        self.encoder = InputEncoder(spec, hidden, pe, input_dropout)
+        self.encoder = InputEncoder(spec, hidden, pe, input_dropout, edges=local_consumes_edge_attr(local))
         self.layers = nn.ModuleList(local(hidden) for _ in range(layers))
+        drop_unread_edge_encoder(self.encoder, list(self.layers))
+        discard_last_edge_output(self.layers[-1] if len(self.layers) else None)
         head_kwargs = {"pool": pool} if self.level == "graph" else {}
         self.head = HEADS[self.level](hidden, spec.task.num_outputs, head_layers, head_dropout, **head_kwargs)
 

@@ -85,9 +85,9 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"checkpoint '{path}' cannot be read ({type(e).__name__}: {first}): it is truncated or corrupt "
-            f"(graphgt writes checkpoints atomically, so it was damaged or copied after writing). Delete it, or "
-            f"resume from another file with trainer.resume=<path> ({BEST} in the same directory holds the "
-            "best-validation weights)") from None
+            f"(graphgt writes checkpoints atomically, so it was damaged or copied after writing). The run cannot "
+            f"continue from it: resume from an intact copy with trainer.resume=<path of a {LAST}>, or start a "
+            "new run in a new hydra.run.dir") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"'{path}' is not a graphgt checkpoint (no format='{FORMAT}' entry); "
                               "trainer.resume needs a last.pt written by graphgt train")
@@ -95,6 +95,14 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
         raise CheckpointError(f"checkpoint '{path}' has format version {state.get('version')}, this graphgt "
                               f"reads version {VERSION}")
     return state
+
+
+def require_resumable(state: Mapping[str, Any], path: Path) -> None:
+    """Refuse a checkpoint without a training position (``best.pt`` holds the weights only)."""
+    if "position" not in state or "optimizer" not in state:
+        raise CheckpointError(f"checkpoint '{path}' holds model weights only (a {BEST}); a run continues from "
+                              f"its {LAST} (trainer.resume=auto in the same hydra.run.dir, or "
+                              f"trainer.resume=<run dir>/{LAST})")
 
 
 # ------------------------------------------------------------------------------------- checks
@@ -152,29 +160,38 @@ def finished(run_dir: Path) -> bool:
     return (Path(run_dir) / "results.json").is_file()
 
 
+#: ``trainer.resume`` values besides a path
+RESUME_MODES = ("auto", "latest")
+
+
 def find_resume(resume: Optional[str], run_dir: Path,
                 current: Optional[Mapping[str, Any]] = None) -> Optional[Path]:
     """The checkpoint a run with ``trainer.resume=resume`` continues from (``None``: a new run).
 
     * ``None``: never resume.
     * ``auto``: ``<run_dir>/last.pt`` if it exists (the same ``hydra.run.dir`` again: a requeued
-      Slurm job); otherwise the newest unfinished run (``last.pt`` without ``results.json``) beside
-      ``run_dir`` in the runs folder (``runs/<date>/<time>``: two levels up) whose config matches
-      ``current``; otherwise ``None`` (a new run).
+      Slurm job, a re-run after a kill); otherwise ``None``, a new run in ``run_dir``.  It never
+      continues another directory.
+    * ``latest``: the newest unfinished run (``last.pt`` without ``results.json``) beside ``run_dir``
+      in the runs folder (``runs/<date>/<time>`` or ``multirun/<date>/<time>/<job>``: searched two
+      levels up) whose config matches ``current``, else ``None``.  For resubmitted sweeps whose
+      run directories carry a new time stamp; the caller says which run it continues.
     * a path: that checkpoint file, or ``<dir>/last.pt``; it must exist.
     """
     run_dir = Path(run_dir)
     if resume is None:
         return None
-    if resume != "auto":
+    if resume not in RESUME_MODES:
         path = Path(resume)
         path = path / LAST if path.is_dir() else path
         if not path.is_file():
             raise CheckpointError(f"trainer.resume={resume}: no checkpoint at '{path}' (give a run directory "
-                                  f"holding {LAST}, a checkpoint file, or 'auto')")
+                                  f"holding {LAST}, a checkpoint file, 'auto' or 'latest')")
         return path
     if (run_dir / LAST).is_file():
         return run_dir / LAST
+    if resume == "auto":
+        return None
     root = run_dir.parent.parent
     candidates = []
     for path in root.glob(f"*/*/{LAST}"):

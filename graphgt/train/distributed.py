@@ -15,7 +15,8 @@ One training loop serves one process and ``W`` processes alike; the differences 
   NCCL for CUDA tensors and gloo for CPU tensors (``backend=auto`` on GPUs), gloo on CPU.
 * :func:`launch` starts ``nproc_per_node`` workers on this node through torch's elastic launcher,
   the engine behind ``torchrun``; with ``nnodes > 1`` one launcher per node meets the others at
-  ``rdzv_endpoint``.
+  ``rdzv_endpoint``.  A worker process ends as soon as its function has returned and its value is
+  handed over, without waiting for the launcher (:func:`_worker_entry` says why).
 
 Failures of peers surface as :class:`DistributedError` (a collective raised or timed out): the
 message names the rank, what failed and that the last checkpoint is intact.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
@@ -278,13 +280,68 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: the torch function that runs a worker and then waits for the launcher (its locals are read below)
+_TORCH_WORKER_WRAPPER = ("torch.distributed.elastic.multiprocessing.api", "_wrap")
+
+
+def _finished_reading_event() -> Any:
+    """The event torch's elastic worker wrapper waits on after the worker function returned, or ``None``.
+
+    It is a local of the wrapper's frame (``queue_finished_reading_event`` in
+    :data:`_TORCH_WORKER_WRAPPER`), the only place it exists in the worker; a torch whose wrapper
+    differs yields ``None`` and the workers wait as torch makes them.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if (frame.f_globals.get("__name__"), frame.f_code.co_name) == _TORCH_WORKER_WRAPPER:
+            event = frame.f_locals.get("queue_finished_reading_event")
+            return event if callable(getattr(event, "set", None)) else None
+        frame = frame.f_back
+    return None
+
+
+def _worker_entry(fn: Callable[..., Any], *args: Any) -> Any:
+    """What :func:`launch` runs in each worker: ``fn(*args)``, and the process ends once its value is handed over.
+
+    torch's elastic launcher takes a worker's return value through a queue; the worker process
+    then waits, without a timeout, on an event that the launcher sets once it has read the values
+    of *all* its workers.  Two cases never set it:
+
+    * the launcher is shutting down (it got SIGTERM/SIGINT, or another worker died): it sends each
+      worker one SIGTERM and SIGKILLs the workers still alive 30 s later.  A worker inside
+      :meth:`Trainer.fit` catches that signal, finishes the step, writes its checkpoint and returns
+      within about a second, and then sat in that wait for the rest of the 30 s;
+    * one rank stopped on an error of its own (a ``ConfigError`` raised on rank 0 only, while the
+      others wait for it at a barrier with the long timeout): its open connections keep the
+      others waiting, and they keep the launcher from ever reading every value.  A deadlock.
+
+    The wait guards nothing here: the queue is a ``SimpleQueue``, whose ``put`` has written the
+    whole value into a pipe when it returns (it blocks while the pipe is full), and the launcher
+    reads a pipe after its writer is gone just as well.  So the worker sets the event itself as its
+    function returns: after ``put`` the process ends (status 0), which also releases any worker of
+    this node that returned earlier, and closes its connections, so that peers still waiting for it
+    in a collective fail at once (:class:`DistributedError`).  (Ending a worker that sleeps in the
+    wait with ``os._exit`` instead would leave it counted as a sleeper of the event's condition, and
+    a running launcher's own ``set()`` would then wait for it forever.)  A worker that raises is not
+    affected: torch ends its process.
+    """
+    event = _finished_reading_event()
+    value = fn(*args)
+    if event is not None:
+        event.set()
+    return value
+
+
 def launch(config: DDPConfig, fn: Callable[..., Any], *args: Any) -> Dict[int, Any]:
     """Run ``fn(*args)`` in ``nproc_per_node`` worker processes of this node (torchrun's launcher).
 
     Every worker finds ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``
     in its environment (:func:`init_distributed` joins the group).  Returns ``{global rank:
     return value}`` of this node's workers.  A worker that fails makes the launcher stop the others
-    and raise ``ChildFailedError`` naming the rank and its error.
+    and raise ``ChildFailedError`` naming the rank and its error.  ``fn`` and ``args`` must pickle
+    (the workers are spawned).  A SIGTERM/SIGINT to the launcher reaches the workers, which write
+    their checkpoint and end (:func:`_worker_entry`); then the launcher raises torch's
+    ``SignalException``.
     """
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -296,4 +353,4 @@ def launch(config: DDPConfig, fn: Callable[..., Any], *args: Any) -> Dict[int, A
     lc = LaunchConfig(min_nodes=config.nnodes, max_nodes=config.nnodes, nproc_per_node=nproc,
                       run_id=run_id, rdzv_backend="c10d", rdzv_endpoint=endpoint,
                       max_restarts=0, monitor_interval=0.1, start_method="spawn")
-    return elastic_launch(lc, fn)(*args)
+    return elastic_launch(lc, _worker_entry)(fn, *args)

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 
 class Logger:
@@ -42,10 +43,7 @@ class CSVLogger(Logger):
         self._path = Path(run_dir) / self.filename
         self._rows, self._fields = [], []
         if resume_epoch is not None and self._path.exists():
-            with open(self._path, newline="") as f:
-                reader = csv.DictReader(f)
-                self._fields = list(reader.fieldnames or [])
-                self._rows = [row for row in reader if int(row["epoch"]) <= resume_epoch]
+            self._fields, self._rows = _complete_rows(self._path, resume_epoch)
             self._rewrite()
 
     def log(self, epoch: int, metrics: Dict[str, float]) -> None:
@@ -55,9 +53,12 @@ class CSVLogger(Logger):
         if new_fields or not self._path.exists():
             self._fields += new_fields
             self._rewrite()
-        else:
+        else:  # one write() of the whole line: a kill leaves the file without it or with it, rarely torn
+            line = io.StringIO()
+            csv.DictWriter(line, fieldnames=self._fields).writerow(row)
             with open(self._path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self._fields).writerow(row)
+                f.write(line.getvalue())
+                f.flush()
 
     def _rewrite(self) -> None:
         tmp = self._path.with_suffix(".csv.tmp")
@@ -69,6 +70,30 @@ class CSVLogger(Logger):
 
     def __repr__(self) -> str:
         return f"CSVLogger({self.filename!r})"
+
+
+def _complete_rows(path: Path, last_epoch: int) -> Tuple[List[str], List[Dict[str, str]]]:
+    """The header and the rows of epochs ``<= last_epoch`` of a ``metrics.csv``, without a torn row
+    (one a kill cut short: no final newline, a wrong number of fields, or an epoch that is not an
+    integer), so that a resumed run continues a clean file."""
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]  # the last write was cut short
+    reader = csv.reader(lines)
+    fields = next(reader, [])
+    rows = []
+    for values in reader:
+        if len(values) != len(fields):
+            continue
+        row = dict(zip(fields, values))
+        try:
+            epoch = int(row["epoch"])
+        except (KeyError, ValueError):
+            continue
+        if epoch <= last_epoch:
+            rows.append(row)
+    return fields, rows
 
 
 class WandbLogger(CSVLogger):

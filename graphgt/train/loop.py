@@ -65,6 +65,18 @@ def _comm_failure(e: BaseException) -> bool:
         "Gloo", "gloo", "NCCL", "Connection closed", "Connection reset", "timed out", "Timed out", "ProcessGroup"))
 
 
+def _non_finite_inputs(loader: Iterable) -> str:
+    """Which floating attributes of a loader's batches hold NaN/inf (for the error message)."""
+    bad = set()
+    for batch in loader:
+        for key in batch.keys():
+            value = batch[key]
+            if key != "y" and isinstance(value, Tensor) and value.is_floating_point() \
+                    and not bool(torch.isfinite(value).all()):  # NaN targets are missing labels
+                bad.add(key)
+    return "in " + ", ".join(sorted(bad)) if bad else "none found in the batches' float attributes"
+
+
 @dataclass
 class EpochResult:
     loss: float
@@ -264,6 +276,12 @@ class Trainer:
             preds.append(pred.cpu())
             targets.append(y.cpu())
         pred, target = dist.gather_batches(preds), dist.gather_batches(targets)
+        if pred.numel() and not bool(torch.isfinite(pred).all()):
+            raise NonFiniteLossError(
+                f"the model's {desc} predictions contain NaN/inf ({int((~torch.isfinite(pred)).sum())} of "
+                f"{pred.numel()} values); the {desc} inputs hold NaN/inf ({_non_finite_inputs(loader)}) or the "
+                "weights diverged. The run stopped before this epoch was recorded as the best or logged; fix the "
+                f"{desc} data (features, positional encodings) and run again")
         return EpochResult(float(objective.loss(pred, target)), float(objective.metric(pred, target)), pred)
 
     @staticmethod

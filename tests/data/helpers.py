@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Tuple
 
 import pytest
 from torch import Tensor
@@ -18,6 +18,28 @@ requires_shared = pytest.mark.skipif(not SHARED.exists(), reason=f"real datasets
 def processed_dirs(root: Path) -> list:
     """Every ``processed`` folder under ``root`` (loaders must never write into the shared folder)."""
     return sorted(str(p) for p in Path(root).rglob("processed"))
+
+
+def snapshot(root: Path) -> List[Tuple[str, int, int]]:
+    """``(relative path, size, mtime_ns)`` of everything under ``root``: equal before and after a
+    test when nothing was created, changed or deleted there."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    out = []
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        out.append((str(p.relative_to(root)), st.st_size if p.is_file() else 0, st.st_mtime_ns))
+    return out
+
+
+def set_writable(root: Path, writable: bool) -> None:
+    """Give a folder tree the modes of a writable data folder, or of a read-only shared one."""
+    for p in [Path(root), *Path(root).rglob("*")]:
+        if p.is_dir():
+            p.chmod(0o755 if writable else 0o555)
+        else:
+            p.chmod(0o644 if writable else 0o444)
 
 
 class DegreePE(PositionalEncoding):

@@ -9,7 +9,7 @@ from graphgt.errors import ConfigError
 from graphgt.data import PyGDataset, RandomSplit
 from graphgt.spec import FloatFeatures
 
-from .helpers import SHARED, DegreePE, processed_dirs, requires_shared
+from .helpers import DegreePE, processed_dirs, requires_shared, set_writable, snapshot
 
 
 def test_graph_level_fake_dataset(tmp_path):
@@ -63,25 +63,40 @@ def test_bad_options_are_config_errors():
         with pytest.raises(ConfigError, match=key):
             PyGDataset(ds, **args).check()
     with pytest.raises(ConfigError, match="data.dataset must be a PyG dataset, or a factory"):
-        PyGDataset({"_target_": "torch_geometric.datasets.Nope"}, level="graph", task="multiclass",
+        PyGDataset("torch_geometric.datasets.Nope", level="graph", task="multiclass", metric="accuracy").check()
+    # an unbuilt node (data._recursive_=false passes DictConfigs): refused before anything calls it
+    with pytest.raises(ConfigError, match=r"data\.dataset arrived as an unbuilt config node \(_target_: os\.rmdir\)"):
+        PyGDataset({"_target_": "os.rmdir", "path": "/tmp/X"}, level="graph", task="multiclass",
                    metric="accuracy").check()
+    unbuilt_split = PyGDataset(ds, level="graph", task="multiclass", metric="accuracy",
+                               split={"_target_": "graphgt.data.splits.RandomSplit", "train": 0.5, "val": 0.2})
+    with pytest.raises(ConfigError, match=r"data\.split arrived as an unbuilt config node"):
+        unbuilt_split.check()
     m = PyGDataset(ds, level="graph", task="multiclass", metric="accuracy")  # default MaskSplit: no masks
     with pytest.raises(ConfigError, match="RandomSplit"):
         m.setup([], "/nonexistent-unused")
 
 
 @requires_shared
-def test_read_only_root_of_a_factory_is_copied(tmp_path):
+@pytest.mark.parametrize("writable", [True, False], ids=["writable-root", "read-only-root"])
+def test_root_of_a_factory_is_copied(tmp_path, real_root, writable):
+    """The factory gets a copy of its root under cache_dir: PyG's processed/ never lands in the
+    user's folder, writable or not."""
+    import shutil
     from functools import partial
 
     from torch_geometric.datasets import Planetoid
 
-    factory = partial(Planetoid, root=str(SHARED / "planetoid"), name="Cora")
+    root = tmp_path / "planetoid"
+    shutil.copytree(real_root / "planetoid" / "Cora", root / "Cora")
+    set_writable(root, writable)
+    before = snapshot(root)
+    factory = partial(Planetoid, root=str(root), name="Cora")
     m = PyGDataset(factory, level="node", task="multiclass", metric="accuracy")
-    m.setup([], tmp_path)
+    m.setup([], tmp_path / "cache")
     assert [len(p) for p in m.split_indices] == [140, 500, 1000]
-    assert (tmp_path / "datasets" / "pyg" / "planetoid" / "Cora" / "processed").is_dir()
-    assert processed_dirs(SHARED) == []
+    assert (tmp_path / "cache" / "datasets" / "pyg" / "planetoid" / "Cora" / "processed").is_dir()
+    assert processed_dirs(root) == [] and snapshot(root) == before
 
 
 def test_built_by_hydra(tmp_path):

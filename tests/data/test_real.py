@@ -1,7 +1,12 @@
 """The real benchmark datasets (skipped when ../shared/data is absent): counts, splits, targets,
-read-only sources copied to the cache, and clear errors for missing folders."""
+sources copied to the cache (never written, writable or not), and clear errors for missing folders.
+
+The tests read ``real_root``, a private copy of the shared folder with writable modes
+(tests/data/conftest.py), and a guard checks after each test that neither that copy nor the
+shared folder changed: the results do not depend on the shared folder's permissions."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -9,20 +14,14 @@ import torch
 
 from graphgt.errors import ConfigError
 from graphgt.data import OGBGraphData, PeptidesFunctional, PlanetoidData, TUData, WebKBData
-from graphgt.data.common import is_writable
+from graphgt.data.common import COPY_STAMP
 from graphgt.eval import get_metric
 from graphgt.nn.encoders import feature_encoder
 from graphgt.spec import FloatFeatures
 
-from .helpers import SHARED, DegreePE, processed_dirs, requires_shared
+from .helpers import DegreePE, processed_dirs, requires_shared, set_writable, snapshot
 
 pytestmark = requires_shared
-
-
-@pytest.fixture(autouse=True)
-def _shared_stays_clean():
-    yield
-    assert processed_dirs(SHARED) == [], "a loader wrote into the read-only shared data folder"
 
 
 def _one(loader):
@@ -31,8 +30,8 @@ def _one(loader):
     return items[0]
 
 
-def test_cora_public_split_and_loaders(tmp_path):
-    m = PlanetoidData(str(SHARED), "Cora")
+def test_cora_public_split_and_loaders(tmp_path, real_root):
+    m = PlanetoidData(str(real_root), "Cora")
     m.check()
     m.setup([DegreePE()], tmp_path)
     assert [len(p) for p in m.split_indices] == [140, 500, 1000]
@@ -47,26 +46,44 @@ def test_cora_public_split_and_loaders(tmp_path):
         assert not hasattr(b, "train_mask") or b.get("train_mask") is None
     sums = b.x.sum(1)
     assert torch.allclose(sums[sums > 0], torch.ones_like(sums[sums > 0]), atol=1e-5)  # row-normalised
-    # the read-only source was copied once into the cache and processed there
-    assert not is_writable(SHARED / "planetoid" / "Cora")
+    # the (writable) source was copied once into the cache and processed there
     assert (tmp_path / "datasets" / "planetoid" / "Cora" / "processed").is_dir()
+    assert processed_dirs(real_root) == []
 
 
-def test_writable_source_is_used_in_place(tmp_path):
+@pytest.mark.parametrize("writable", [True, False], ids=["writable-root", "read-only-root"])
+def test_the_data_root_is_never_written(tmp_path, real_root, writable):
+    """Loaders process a copy under cache_dir/datasets whatever the root's modes; the copy is made
+    once, and again only when the source files change."""
     root = tmp_path / "root"
-    shutil.copytree(SHARED / "tu" / "MUTAG", root / "tu" / "MUTAG")
-    for p in [root, *root.rglob("*")]:
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    m = TUData(str(root), "MUTAG")
-    m.setup([], tmp_path / "cache")
-    assert (root / "tu" / "MUTAG" / "processed").is_dir()
-    assert not (tmp_path / "cache" / "datasets").exists()
+    shutil.copytree(real_root / "tu" / "MUTAG", root / "tu" / "MUTAG")
+    set_writable(root, writable)
+    before = snapshot(root)
+    cache = tmp_path / "cache"
+    TUData(str(root), "MUTAG").setup([], cache)
+    copy = cache / "datasets" / "tu" / "MUTAG"
+    assert snapshot(root) == before and processed_dirs(root) == []
+    assert (copy / "processed").is_dir() and (copy / "raw" / "MUTAG_A.txt").is_file()
+    stamp = json.loads((copy / COPY_STAMP).read_text())
+    assert stamp["source"] == str((root / "tu" / "MUTAG").resolve()) and len(stamp["files"]) == len(
+        [p for p in (root / "tu" / "MUTAG").rglob("*") if p.is_file()])
+    processed = sorted(p.name for p in (copy / "processed").iterdir())
+    mtime = (copy / COPY_STAMP).stat().st_mtime_ns
+    TUData(str(root), "MUTAG").setup([], cache)  # reused: not copied nor processed again
+    assert (copy / COPY_STAMP).stat().st_mtime_ns == mtime and sorted(p.name for p in (copy / "processed").iterdir()) == processed
+    # a changed source file is noticed: the copy is made again (and processed again)
+    set_writable(root, True)
+    labels = root / "tu" / "MUTAG" / "raw" / "MUTAG_graph_labels.txt"
+    labels.write_text(labels.read_text().replace("-1", "0", 1))
+    TUData(str(root), "MUTAG").setup([], cache)
+    assert json.loads((copy / COPY_STAMP).read_text())["files"] != stamp["files"]
+    assert processed_dirs(root) == [] and not list(copy.parent.glob(".MUTAG.*"))  # no temporary folder left
 
 
-def test_webkb_split_index(tmp_path):
+def test_webkb_split_index(tmp_path, real_root):
     masks = []
     for index in (0, 1):
-        m = WebKBData(str(SHARED), "Cornell", split_index=index)
+        m = WebKBData(str(real_root), "Cornell", split_index=index)
         m.check()
         m.setup([], tmp_path)
         b = _one(m.train_loader(0))
@@ -74,11 +91,11 @@ def test_webkb_split_index(tmp_path):
         masks.append(b.loss_mask)
     assert not torch.equal(masks[0], masks[1])
     with pytest.raises(ConfigError, match="split_index"):
-        WebKBData(str(SHARED), "cornell", split_index=10).check()
+        WebKBData(str(real_root), "cornell", split_index=10).check()
 
 
-def test_mutag_graphs_edge_features_and_split(tmp_path):
-    m = TUData(str(SHARED), "MUTAG", batch_size=16)
+def test_mutag_graphs_edge_features_and_split(tmp_path, real_root):
+    m = TUData(str(real_root), "MUTAG", batch_size=16)
     m.check()
     m.setup([DegreePE()], tmp_path)
     train, val, test = m.split_indices
@@ -95,7 +112,7 @@ def test_mutag_graphs_edge_features_and_split(tmp_path):
     for part in (train, val, test):
         assert abs(float(labels[part].float().mean()) - float(whole)) < 0.06
     # deterministic: same seed -> same split and same batch order; other seed -> other order
-    m2 = TUData(str(SHARED), "MUTAG", batch_size=16)
+    m2 = TUData(str(real_root), "MUTAG", batch_size=16)
     m2.setup([], tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(m.split_indices, m2.split_indices))
     order = lambda mod, seed: torch.cat([b.y for b in mod.train_loader(seed)])  # noqa: E731
@@ -108,22 +125,22 @@ def test_mutag_graphs_edge_features_and_split(tmp_path):
     assert [b.num_nodes for b in m.val_loader()] == [b.num_nodes for b in m.val_loader()]  # not shuffled
 
 
-def test_enzymes_node_attributes(tmp_path):
-    m = TUData(str(SHARED), "ENZYMES", use_node_attr=True)
+def test_enzymes_node_attributes(tmp_path, real_root):
+    m = TUData(str(real_root), "ENZYMES", use_node_attr=True)
     m.setup([], tmp_path)
     assert m.spec.node_features == FloatFeatures(21) and m.spec.task.num_outputs == 6
     assert sum(len(p) for p in m.split_indices) == 600 and m.spec.edge_features is None
 
 
-def test_proteins_loads(tmp_path):
-    m = TUData(str(SHARED), "PROTEINS")
+def test_proteins_loads(tmp_path, real_root):
+    m = TUData(str(real_root), "PROTEINS")
     m.setup([], tmp_path)
     assert sum(len(p) for p in m.split_indices) == 1113 and m.spec.node_features == FloatFeatures(3)
 
 
 @pytest.mark.parametrize("name,sizes", [("ogbg-molbace", (1210, 151, 152)), ("ogbg-molbbbp", (1631, 204, 204))])
-def test_ogb_molecules(tmp_path, name, sizes):
-    m = OGBGraphData(str(SHARED), name, batch_size=64)
+def test_ogb_molecules(tmp_path, real_root, name, sizes):
+    m = OGBGraphData(str(real_root), name, batch_size=64)
     m.check()
     m.setup([], tmp_path)
     assert tuple(len(p) for p in m.split_indices) == sizes
@@ -154,8 +171,8 @@ def test_missing_dataset_is_a_clear_error(tmp_path, module, expected):
     assert str(tmp_path / expected) in msg and "data.root" in msg
 
 
-def test_missing_ogb_dataset_says_how_to_download(tmp_path):
+def test_missing_ogb_dataset_says_how_to_download(tmp_path, real_root):
     with pytest.raises(ConfigError, match="PygGraphPropPredDataset"):
         OGBGraphData(str(tmp_path), "ogbg-molhiv").check()
     with pytest.raises(ConfigError, match="ogbg-mol"):
-        OGBGraphData(str(SHARED), "ogbg-ppa").check()
+        OGBGraphData(str(real_root), "ogbg-ppa").check()

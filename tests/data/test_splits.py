@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import numpy as np
@@ -12,6 +13,8 @@ from torch_geometric.data import Data
 from graphgt.errors import ConfigError
 from graphgt.data.common import as_split
 from graphgt.data.splits import IndexFileSplit, MaskSplit, OfficialSplit, RandomSplit
+
+from .helpers import SHARED, requires_shared
 
 
 def _assert_partition(idx, n):
@@ -62,21 +65,29 @@ def test_mask_split_single_and_multi_column():
         MaskSplit().split(n, Data())
 
 
-@pytest.mark.parametrize("fmt", ["pt", "npz", "json", "pickle"])
+@pytest.mark.parametrize("fmt", ["pt", "pt-numpy", "npz", "json", "pickle", "pkl-protocol2", "npy", "txt"])
 def test_index_file_split(tmp_path, fmt):
     d = {"train": np.array([0, 2, 4]), "valid": np.array([1]), "test": np.array([3, 5])}
-    p = tmp_path / f"split.{fmt}"
+    p = tmp_path / f"split.{fmt.split('-')[0]}"
     if fmt == "pt":
         torch.save({k: torch.as_tensor(v) for k, v in d.items()}, p)
     elif fmt == "npz":
         np.savez(p, **d)
+    elif fmt == "pt-numpy":  # numpy arrays inside a .pt: rebuilt under weights_only=True too
+        torch.save(d, p)
     elif fmt == "json":
         p.write_text(json.dumps({k: v.tolist() for k, v in d.items()}))
-    else:
-        p.write_bytes(pickle.dumps({"train": d["train"], "val": d["valid"], "test": d["test"]}))
+    elif fmt == "npy":  # one split code per item: 0 train, 1 val, 2 test
+        np.save(p, np.array([0, 1, 0, 2, 0, 2]))
+    elif fmt == "txt":
+        p.write_text("0 2 4\n1\n3\t5\n")
+    else:  # numpy 2's default protocol (frombuffer, scalars) and protocol 2 (_codecs.encode), as older files
+        protocol = 2 if fmt == "pkl-protocol2" else pickle.DEFAULT_PROTOCOL
+        p.write_bytes(pickle.dumps({"train": d["train"], "val": d["valid"], "test": d["test"],
+                                    "count": np.int64(6), "note": ["made", 1]}, protocol=protocol))
     idx = IndexFileSplit(str(p)).split(6)
     assert idx.train.tolist() == [0, 2, 4] and idx.val.tolist() == [1] and idx.test.tolist() == [3, 5]
-    with pytest.raises(ConfigError, match="outside"):
+    with pytest.raises(ConfigError, match="assigns 6 items" if fmt == "npy" else "outside"):
         IndexFileSplit(str(p)).split(4)
 
 
@@ -90,6 +101,82 @@ def test_index_file_split_errors(tmp_path):
     p.write_text(json.dumps({"train": [0, 1], "val": [1], "test": [2]}))
     with pytest.raises(ConfigError, match="share"):
         IndexFileSplit(str(p)).split(3)
+
+
+class _Payload:
+    """Unpickling this runs ``touch <marker>`` (a stand-in for any command a foreign split file could run)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("suffix", ["pkl", "pickle", "pt"])
+def test_split_file_that_would_run_code_is_refused(tmp_path, suffix):
+    marker = tmp_path / "pwned"
+    p = tmp_path / f"split.{suffix}"
+    payload = {"train": np.arange(3), "val": _Payload(marker), "test": torch.arange(3, 5)}
+    if suffix == "pt":
+        torch.save(payload, p)
+    else:
+        p.write_bytes(pickle.dumps(payload))
+    with pytest.raises(ConfigError) as e:
+        IndexFileSplit(str(p)).split(6)
+    msg = str(e.value)
+    assert str(p) in msg and "posix.system" in msg and "refused" in msg
+    assert not marker.exists()  # the payload never ran
+
+
+def test_split_pickle_refuses_any_class_but_arrays(tmp_path):
+    from collections import Counter
+
+    p = tmp_path / "split.pkl"
+    p.write_bytes(pickle.dumps({"train": Counter([1]), "val": [2], "test": [3]}))
+    with pytest.raises(ConfigError, match=r"refused to unpickle 'collections\.Counter'.*\.npz"):
+        IndexFileSplit(str(p)).split(6)
+
+
+def test_npz_and_npy_never_unpickle(tmp_path):
+    p = tmp_path / "split.npz"
+    np.savez(p, train=np.array([object()], dtype=object), val=np.array([1]), test=np.array([2]))
+    with pytest.raises(ConfigError, match="cannot read the split file"):
+        IndexFileSplit(str(p)).split(3)
+    p = tmp_path / "split.npy"
+    np.save(p, np.array([{"train": [0]}], dtype=object))
+    with pytest.raises(ConfigError, match="cannot read the split file"):
+        IndexFileSplit(str(p)).split(3)
+
+
+def test_npy_and_txt_format_errors(tmp_path):
+    p = tmp_path / "split.npy"
+    np.save(p, np.array([0, 1, 2]))
+    with pytest.raises(ConfigError, match="assigns 3 items but the dataset has 4"):
+        IndexFileSplit(str(p)).split(4)
+    np.save(p, np.array([0, 1, 3]))
+    with pytest.raises(ConfigError, match="item 2 has split code 3"):
+        IndexFileSplit(str(p)).split(3)
+    np.save(p, np.zeros((3, 2), dtype=np.int64))
+    with pytest.raises(ConfigError, match="one integer per item"):
+        IndexFileSplit(str(p)).split(3)
+    t = tmp_path / "split.txt"
+    t.write_text("0 1\n2\n")
+    with pytest.raises(ConfigError, match="exactly three lines"):
+        IndexFileSplit(str(t)).split(3)
+    t.write_text("0 1\n\nx\n")
+    with pytest.raises(ConfigError, match=r"line 3 \(test\) is not a list of integers"):
+        IndexFileSplit(str(t)).split(3)
+    t.write_text("0 1\n\n2\n\n")  # an empty val line and a trailing blank line are fine
+    assert [p.tolist() for p in IndexFileSplit(str(t)).split(3)] == [[0, 1], [], [2]]
+
+
+@requires_shared
+def test_real_peptides_split_pickle_loads():
+    """LRGB ships Peptides-func's split as a pickle of a dict of numpy arrays: the restricted unpickler reads it."""
+    path = SHARED / "lrgb" / "peptides-functional" / "splits_random_stratified_peptide.pickle"
+    idx = IndexFileSplit(str(path)).split(15535)
+    assert [len(p) for p in idx] == [10873, 2331, 2331]
 
 
 def test_official_split_needs_get_idx_split():

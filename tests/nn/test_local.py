@@ -216,3 +216,28 @@ def test_gatedgcn_dropout_only_in_training():
 def test_sage_bad_aggr_rejected_by_pyg():
     with pytest.raises((ValueError, KeyError)):
         SAGELayer(DIM, aggr="no-such-aggregation")
+
+
+# (class, constructor keywords, reads edge features): what the model decides its edge encoder from
+EDGE_READERS = [
+    (GCNLayer, {}, False), (GINLayer, {}, False), (SAGELayer, {}, False),
+    (GINELayer, {}, True), (GatedGCNLayer, {}, True),
+    (GATLayer, {"heads": 2}, False), (GATLayer, {"heads": 2, "edge_dim_aware": False}, False),
+    (GATLayer, {"heads": 2, "edge_dim_aware": True}, True),
+]
+
+
+@pytest.mark.parametrize("cls,config,reads", EDGE_READERS,
+                         ids=["gcn", "gin", "sage", "gine", "gatedgcn", "gat", "gat_plain", "gat_edge"])
+def test_edge_feature_flags_match_what_the_layer_reads(cls, config, reads):
+    """consumes_edge_attr (asked before building) and reads_edge_attr (of the built layer) say whether
+    the layer's output depends on the edge features it is given, and a layer that needs them reads them."""
+    assert cls.consumes_edge_attr(**config) is reads
+    torch.manual_seed(0)
+    layer = cls(DIM, **config).eval()
+    assert layer.reads_edge_attr is reads
+    assert not cls.requires_edge_attr or cls.uses_edge_attr
+    x, edge_index, edge_attr = _graph()
+    a, _ = layer(x, edge_index, edge_attr)
+    b, _ = layer(x, edge_index, 3 * edge_attr + 1)
+    assert (not torch.allclose(a, b)) is reads

@@ -1,11 +1,15 @@
 """DDP on CPU with 2 gloo processes: the same training as one process, exact evaluation, bounded
-failure when a rank dies, one run directory under torchrun."""
+failure when a rank dies, one run directory under torchrun, every local layer with and without edge
+features, prompt shutdown of trainer=ddp."""
 from __future__ import annotations
 
+import json
+import math
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,3 +141,131 @@ def test_single_process_collectives_are_the_identity():
     assert d.all_sum([1.5, 2]) == [1.5, 2.0] and d.all_gather_object("x") == ["x"]
     parts = [torch.arange(3), torch.arange(2)]
     assert torch.equal(d.gather_batches(parts), torch.tensor([0, 1, 2, 0, 1]))
+
+
+# ------------------------------------------------------------------ every local layer under DDP
+#: two training steps of a tiny model on 2 gloo ranks (trainer=ddp starts the workers)
+DDP_TWO_STEPS = ["trainer=ddp", "trainer.distributed.nproc_per_node=2", "data=pyg-fake", "data.dataset.num_graphs=40",
+                 "data.batch_size=4", "pe=none", "model.hidden=16", "model.layers=2", "logger=none",
+                 "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.checkpoint=false",
+                 "trainer.progress=false"]
+#: PyG's FakeDataset with 2 float edge features per edge; without edge_dim it has none
+EDGE_FEATURES = ["+data.dataset.edge_dim=2"]
+NEEDS_EDGES = ("gine", "gatedgcn")
+#: the combinations that run by default (the others: -m slow): a layer that ignores edge features on
+#: data with them, the edge-updating layer, and a refusal on a rank while the other waits for it
+REPRESENTATIVE = {("gcn", True), ("gatedgcn", True), ("gine", False)}
+
+
+@pytest.mark.parametrize("local,edges", [
+    pytest.param(local, edges, id=f"{local}-{'edge' if edges else 'edgeless'}",
+                 marks=() if (local, edges) in REPRESENTATIVE else pytest.mark.slow)
+    for local in ("gcn", "gin", "gine", "gatedgcn", "gat", "sage") for edges in (True, False)])
+def test_every_local_layer_trains_under_ddp_with_and_without_edge_features(tmp_path, local, edges):
+    """No parameter is left out of the loss (DDP refuses that at the second step): an edge encoder only
+    for layers that read edge features, no edge update in the last GatedGCN layer.  A layer that needs
+    edge features on data without them is refused (exit 2) instead of leaving the other rank waiting."""
+    run_dir = tmp_path / "run"
+    proc = graphgt(DDP_TWO_STEPS + [f"local={local}", f"hydra.run.dir={run_dir}"] + (EDGE_FEATURES if edges else []),
+                   timeout=240)
+    if local in NEEDS_EDGES and not edges:
+        assert proc.returncode == 2, explain(proc)
+        assert f"graphgt: error: local={local}" in proc.stderr and "needs edge features" in proc.stderr
+        assert not (run_dir / "results.json").exists()
+        return
+    assert proc.returncode == 0, explain(proc)
+    assert "Expected to have finished reduction" not in proc.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["world_size"] == 2 and results["epochs"] == 1
+    assert math.isfinite(results["final_train_loss"]) and results["final_train_loss"] > 0
+
+
+# ------------------------------------------------------------------ shutdown of trainer=ddp
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not predicate() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert predicate(), f"{what} did not happen within {timeout} s (launcher rc={proc.poll()})"
+
+
+def test_sigterm_to_the_ddp_launcher_stops_it_within_seconds_and_the_run_resumes(tmp_path):
+    """SIGTERM to `graphgt train trainer=ddp` after epoch 1: the workers checkpoint and end, and the
+    launcher exits with 143 within seconds (it used to wait 30 s and SIGKILL the workers, which sat in
+    torch's wait for the launcher); last.pt is intact and trainer.resume=auto finishes the run."""
+    run_dir = tmp_path / "run"
+    args = FAST + ["trainer=ddp", "trainer.distributed.nproc_per_node=2", "data.dataset.num_graphs=1000",
+                   "data.batch_size=4", "trainer.max_epochs=3", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen([sys.executable, "-m", "graphgt.cli", "train", *args], env=env(), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: (last_position(run_dir) or {}).get("epoch", 0) >= 2, proc, 240, "epoch 1's checkpoint")
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.time()
+        _, err = proc.communicate(timeout=120)
+        exited = time.time()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    assert exited - signalled < 15, f"the launcher took {exited - signalled:.1f} s to exit after SIGTERM"
+    written = (run_dir / "last.pt").stat().st_mtime
+    assert written >= signalled - 0.5 and exited - written < 10, \
+        f"exit {exited - written:.1f} s after the checkpoint"
+    assert "graphgt: stopped by signal 15" in err and "Unable to shutdown process" not in err
+    assert not (run_dir / "results.json").exists()
+    position = last_position(run_dir)                        # loadable: written atomically before the exit
+    assert position["epoch"] in (2, 3) and (position["epoch"], position["batch"]) != (2, 0)
+    resumed = graphgt(args + ["trainer.resume=auto"], timeout=300)
+    assert resumed.returncode == 0, explain(resumed)
+    assert [row["epoch"] for row in metrics(run_dir)] == [1.0, 2.0, 3.0]
+    assert last_position(run_dir) == {"epoch": 4, "batch": 0}
+    assert json.loads((run_dir / "results.json").read_text())["resumed_from"] == str(run_dir / "last.pt")
+
+
+def _launch_stoppable(mode: str, out: Path) -> subprocess.Popen:
+    out.mkdir()
+    return subprocess.Popen([sys.executable, "-c", "from tests.train.ddp_shutdown import main; main()", mode,
+                             str(out)], env=env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+@pytest.mark.parametrize("mode", ["wait", "rank0-dies"])
+def test_launch_ends_its_workers_promptly_when_it_shuts_down(tmp_path, mode):
+    """A launcher that got SIGTERM, or whose rank 0 died, SIGTERMs the other workers: those that catch
+    it and return end at once, so the launcher exits within seconds (torch's wait for the launcher
+    used to hold them until the SIGKILL 30 s later)."""
+    out = tmp_path / "out"
+    proc = _launch_stoppable(mode, out)
+    try:
+        _wait_for(lambda: (out / "ready_0").exists() and (out / "ready_1").exists(), proc, 60, "the workers' start")
+        if mode == "wait":
+            proc.send_signal(signal.SIGTERM)
+            event = time.time()
+        else:
+            _wait_for(lambda: (out / "died_0").exists(), proc, 60, "rank 0's death")
+            event = float((out / "died_0").read_text() or time.time())
+        _, err = proc.communicate(timeout=60)
+        exited = time.time()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == (143 if mode == "wait" else 1), err[-3000:]
+    assert (out / "returned_1").exists()                      # rank 1 caught the signal and returned
+    assert exited - event < 12, f"the launcher took {exited - event:.1f} s to exit"
+    assert "Unable to shutdown process" not in err
+
+
+def test_a_rank_that_returns_early_does_not_keep_the_others_waiting(tmp_path):
+    """Rank 0 returns (as on an error of its own) while rank 1 waits for it to go away (as at a barrier):
+    rank 0's process ends once its value is handed over, so both values arrive (it used to wait for the
+    launcher, which waited for rank 1: a deadlock)."""
+    proc = _launch_stoppable("rank0-returns", tmp_path / "out")
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert json.loads(out.strip().splitlines()[-1]) == {"0": 0, "1": 1}
+    returned = [float((tmp_path / "out" / f"returned_{r}").read_text()) for r in (0, 1)]
+    assert returned[1] - returned[0] < 10

@@ -160,7 +160,7 @@ def test_mis_shaped_checkpoint_names_the_parameters(tmp_path):
         load_model_state(big, {"model": small.state_dict()}, tmp_path / "x.pt")
 
 
-def test_resume_auto_finds_the_latest_unfinished_run_and_skips_finished_ones(tmp_path, sigterm_at):
+def test_resume_latest_finds_the_latest_unfinished_run_and_skips_finished_ones(tmp_path, sigterm_at):
     runs = tmp_path / "runs"
     done = _run(runs / "2026-01-01" / "10-00-00", epochs=2)
     again = _run(runs / "2026-01-01" / "10-00-00", ["trainer.resume=auto"], epochs=2)
@@ -169,12 +169,27 @@ def test_resume_auto_finds_the_latest_unfinished_run_and_skips_finished_ones(tmp
     with pytest.raises(Preempted):
         _run(runs / "2026-01-02" / "09-00-00", epochs=2)
     fresh = runs / "2026-01-02" / "11-00-00"                           # a new invocation's own directory
-    r = _run(fresh, ["trainer.resume=auto"], epochs=2)
+    r = _run(fresh, ["trainer.resume=latest"], epochs=2)
     assert r["resumed_from"] == str(runs / "2026-01-02" / "09-00-00" / "last.pt")
+    assert r["run_dir"] == str(runs / "2026-01-02" / "09-00-00")     # the results say where it trained
     assert (runs / "2026-01-02" / "09-00-00" / "results.json").exists() and not (fresh / "results.json").exists()
     # nothing to resume: a new run
-    r = _run(runs / "2026-01-03" / "09-00-00", ["trainer.resume=auto", "seed=5"], epochs=1)
+    r = _run(runs / "2026-01-03" / "09-00-00", ["trainer.resume=latest", "seed=5"], epochs=1)
     assert r["resumed_from"] is None
+
+
+def test_resume_auto_never_continues_another_directory(tmp_path, sigterm_at):
+    """Issue 15.1: with an explicit run dir and no last.pt there, auto starts a new run *there*, even
+    when an unfinished run of the same config sits beside it."""
+    runs = tmp_path / "runs"
+    sigterm_at(epoch=2, batch=1)
+    with pytest.raises(Preempted):
+        _run(runs / "2026-01-02" / "09-00-00", epochs=2)
+    requested = runs / "2026-01-02" / "11-00-00"
+    r = _run(requested, ["trainer.resume=auto"], epochs=1)  # 1 epoch: the armed SIGTERM (epoch 2) stays idle
+    assert r["resumed_from"] is None and r["run_dir"] == str(requested)
+    assert (requested / "results.json").exists()
+    assert not (runs / "2026-01-02" / "09-00-00" / "results.json").exists()  # the other run is untouched
 
 
 def test_a_run_dir_with_a_checkpoint_is_not_overwritten(tmp_path, sigterm_at):

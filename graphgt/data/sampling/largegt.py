@@ -66,7 +66,9 @@ class TokenSampler:
     """Draws ``num_tokens`` tokens per seed from its 1- and 2-hop neighbourhood (module docstring).
 
     Args:
-        indptr: int64 ``[N + 1]`` CSR row pointers (e.g. ``store.indptr``).
+        indptr: int64 ``[N + 1]`` CSR row pointers (e.g. ``store.indptr``); checked once, with
+            ``indices``, by :func:`graphgt.data.sampling.neighbor.check_csr` (a corrupt CSR is a
+            ``ValueError`` here, not a crash of the compiled kernel).
         indices: int32/int64 ``[E]`` CSR columns (e.g. ``store.indices``).
         num_tokens: sequence length ``K`` per seed, the seed included when ``include_seed``
             (LargeGT's ``sample_node_len``, 50 or 100 in the paper).

@@ -70,7 +70,16 @@ def frozen(arr: Any, dtype: Any = None) -> np.ndarray:
 
 
 def check_csr(indptr: Any, indices: Any) -> Tuple[np.ndarray, np.ndarray]:
-    """Validate and freeze a CSR pair: ``indptr`` int64 ``[N + 1]``, ``indices`` int32/int64 ``[E]``."""
+    """Validate and freeze a CSR pair: ``indptr`` int64 ``[N + 1]``, ``indices`` int32/int64 ``[E]``.
+
+    The compiled kernels index with these values unchecked, so a corrupt pair would crash the
+    process (a segfault) or read other memory: ``indptr`` must run from 0 to ``E`` without
+    decreasing and ``indices`` must hold node ids in ``[0, N)``
+    (:func:`graphgt.data.store.core.csr_problem`: a chunked min/max, done once per process for a
+    store's memory-mapped files, which :meth:`GraphStore.open` has already scanned).
+    """
+    from graphgt.data.store.core import csr_problem  # store.node imports the samplers: no import cycle
+
     indptr_a = np.asarray(indptr)
     indices_a = np.asarray(indices)
     if indptr_a.ndim != 1 or indptr_a.shape[0] < 1 or not np.issubdtype(indptr_a.dtype, np.integer):
@@ -82,6 +91,10 @@ def check_csr(indptr: Any, indices: Any) -> Tuple[np.ndarray, np.ndarray]:
     if int(indptr_a[0]) != 0 or int(indptr_a[-1]) != indices_a.shape[0]:
         raise ValueError(f"indptr/indices do not form a CSR: indptr[0]={int(indptr_a[0])} (must be 0), "
                          f"indptr[-1]={int(indptr_a[-1])} but len(indices)={indices_a.shape[0]}")
+    problem = csr_problem(indptr, indices, int(indptr_a.shape[0]) - 1)
+    if problem is not None:
+        raise ValueError(f"indptr/indices do not form a CSR of {int(indptr_a.shape[0]) - 1} nodes: {problem}; "
+                         "pass the arrays of one graph (a store's: store.indptr, store.indices)")
     col_dtype = np.int32 if indices_a.dtype.itemsize <= 4 and indices_a.dtype != np.uint32 else np.int64
     return frozen(indptr_a, np.int64), frozen(indices_a, col_dtype)
 
@@ -133,7 +146,8 @@ class NeighborSampler:
     Args:
         indptr: int64 ``[N + 1]`` CSR row pointers (row ``i`` = neighbours of ``i``), e.g.
             ``store.indptr`` (memory-mapped arrays are used in place).
-        indices: int32/int64 ``[E]`` CSR columns, e.g. ``store.indices``.
+        indices: int32/int64 ``[E]`` CSR columns, e.g. ``store.indices``.  Both are checked once
+            here (:func:`check_csr`): a corrupt CSR is a ``ValueError``, never a crash of the kernel.
         fanouts: neighbours kept per node at each hop, e.g. ``[15, 10]``; ``-1`` keeps all of them.
 
     Pickles memory-mapped arrays by file name, so loader workers re-map the graph instead of

@@ -3,15 +3,22 @@
 Every local layer has the signature ``forward(x[N, d], edge_index[2, E], edge_attr[E, d] | None)
 -> (x[N, d], edge_attr[E, d] | None)``.  Layers that do not update edge features return the
 ``edge_attr`` they were given; edge-gated layers (GatedGCN) return the updated edge features, which
-the next GPS layer receives.  Returning the pair is what lets one signature cover both kinds.
+the next GPS layer receives.  Returning the pair is what lets one signature cover both kinds.  The
+edge features the *last* layer returns are read by nothing: a model calls
+:meth:`LocalMP.discard_edge_output` on it, and an edge-updating layer then stops computing them.
 
 Constructors take the width ``dim`` first (injected by the model); the rest is config.
 ``requires_edge_attr`` tells the config validator whether the layer needs edge features, so that
 an edge-feature layer on a dataset without edge features is refused before any compute.
+``uses_edge_attr`` (refined by the layer's config in :meth:`LocalMP.consumes_edge_attr`) tells the
+model whether the layer reads edge features when it is given them, so that the model builds an
+edge encoder only for layers that read its output: a module whose parameters never take part in
+the loss breaks DDP ("Expected to have finished reduction in the prior iteration").
 """
 from __future__ import annotations
 
-from typing import ClassVar, Optional, Tuple
+import inspect
+from typing import Any, ClassVar, Optional, Tuple
 
 from torch import Tensor, nn
 
@@ -19,8 +26,42 @@ from torch import Tensor, nn
 class LocalMP(nn.Module):
     """Base class of local message-passing layers (see module docstring)."""
 
+    #: the layer cannot run without edge features (refused on data without them)
     requires_edge_attr: ClassVar[bool] = False
+    #: the layer reads the edge features it is given (in every configuration, or, when
+    #: :meth:`consumes_edge_attr` is overridden, in some); ``False``: it passes them through unread
+    uses_edge_attr: ClassVar[bool] = False
     dim: int
+
+    @classmethod
+    def consumes_edge_attr(cls, **config: Any) -> bool:
+        """Whether a layer built as ``cls(dim, **config)`` reads the ``edge_attr`` it is given.
+
+        Asked before any layer is built (the model decides from it whether to build an edge
+        encoder), so it reads the class and the constructor keywords only.  Layers whose use of
+        edge features depends on their config (:class:`~graphgt.nn.local.GATLayer`) override it.
+        """
+        return cls.uses_edge_attr
+
+    @classmethod
+    def _config_value(cls, config: Any, name: str) -> Any:
+        """``config[name]``, or the constructor's default for ``name`` when it is not given."""
+        if name in config:
+            return config[name]
+        return inspect.signature(cls.__init__).parameters[name].default
+
+    @property
+    def reads_edge_attr(self) -> bool:
+        """Whether this layer reads the ``edge_attr`` it is given (:meth:`consumes_edge_attr` of a built layer)."""
+        return type(self).uses_edge_attr
+
+    def discard_edge_output(self) -> None:
+        """Told by the model that nothing reads the edge features this layer returns (its last layer).
+
+        A layer that updates edge features stops doing so and drops the parameters that only that
+        update used: they would never get a gradient, which DDP refuses.  Layers that pass the
+        edge features through have nothing to drop.
+        """
 
     @property
     def applies_residual(self) -> bool:

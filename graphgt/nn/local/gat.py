@@ -1,7 +1,7 @@
 """GAT (Veličković et al., 2018) as a :class:`LocalMP`."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from torch import Tensor
 from torch_geometric.nn import GATConv
@@ -42,6 +42,17 @@ class GATLayer(ConvAdapter):
     """
 
     requires_edge_attr = False
+    uses_edge_attr = True  # only when built with edge_dim_aware=True (consumes_edge_attr)
+
+    @classmethod
+    def consumes_edge_attr(cls, **config: Any) -> bool:
+        """GAT reads edge features only when built edge-aware (``edge_dim_aware=True``)."""
+        return bool(cls._config_value(config, "edge_dim_aware"))
+
+    @property
+    def reads_edge_attr(self) -> bool:
+        """True for a layer built with ``edge_dim_aware=True``."""
+        return self.edge_dim_aware
 
     def __init__(self, dim: int, heads: int = 8, attn_dropout: float = 0.0, concat: bool = True,
                  edge_dim_aware: bool = False, in_dim: Optional[int] = None,

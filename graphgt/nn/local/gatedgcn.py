@@ -29,7 +29,10 @@ class GatedGCNLayer(LocalMP):
         \mathbf{e}'_{ij} = \mathbf{e}_{ij} + \mathrm{Dropout}(\mathrm{ReLU}(\mathrm{BN}(\hat{\mathbf{e}}_{ij})))
 
     Unlike the other local layers this one updates the edge features and returns them; the next
-    layer should receive them. With ``residual=True`` (default) the residual connections (and
+    layer should receive them.  A model's last layer is told that nothing reads them
+    (:meth:`discard_edge_output`): it then returns the edge features it was given and has no edge
+    batch norm (its parameters would never be trained).
+    With ``residual=True`` (default) the residual connections (and
     dropout) are applied *inside* the layer, on nodes and edges, as in benchmarking-gnns and
     GraphGPS. ``applies_residual`` tells the GPS layer so, and it then adds no residual of its own
     (it only normalises the output, as GraphGPS's GPS layer does); with ``residual=False`` the GPS
@@ -47,6 +50,7 @@ class GatedGCNLayer(LocalMP):
     """
 
     requires_edge_attr = True
+    uses_edge_attr = True
 
     def __init__(self, dim: int, dropout: float = 0.0, residual: bool = True,
                  batch_norm: bool = True) -> None:
@@ -65,6 +69,15 @@ class GatedGCNLayer(LocalMP):
         self.bn_node: nn.Module = nn.BatchNorm1d(dim) if batch_norm else nn.Identity()
         self.bn_edge: nn.Module = nn.BatchNorm1d(dim) if batch_norm else nn.Identity()
         self.drop = ByteDropout(dropout)
+        self.update_edges = True
+
+    def discard_edge_output(self) -> None:
+        """Nothing reads this layer's edge output: stop updating edge features and drop ``bn_edge``.
+
+        (``C``, ``D`` and ``E`` stay: the edge gates they compute weigh the node messages.)
+        """
+        self.update_edges = False
+        self.bn_edge = nn.Identity()
 
     @property
     def applies_residual(self) -> bool:
@@ -94,6 +107,8 @@ class GatedGCNLayer(LocalMP):
         h_hat = self.A(x) + num / (den + 1e-6)                        # [N, d]
 
         h = self.drop(F.relu(self.bn_node(h_hat)))
+        if not self.update_edges:
+            return (x + h if self.residual else h), edge_attr
         e = self.drop(F.relu(self.bn_edge(e_hat)))
         if self.residual:
             h = x + h
@@ -102,5 +117,6 @@ class GatedGCNLayer(LocalMP):
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.dim}, dropout={self.dropout}, "
-                f"residual={self.residual}, batch_norm={self.batch_norm})")
+                f"residual={self.residual}, batch_norm={self.batch_norm}"
+                + (")" if self.update_edges else ", edge_output=False)"))
 

@@ -32,6 +32,7 @@ class GCNLayer(ConvAdapter):
     """
 
     requires_edge_attr = False
+    uses_edge_attr = False
 
     def __init__(self, dim: int, normalize: bool = True, cached: bool = False,
                  in_dim: Optional[int] = None, out_dim: Optional[int] = None) -> None:

@@ -34,6 +34,7 @@ class GINLayer(ConvAdapter):
     """
 
     requires_edge_attr = False
+    uses_edge_attr = False
 
     def __init__(self, dim: int, train_eps: bool = False) -> None:
         super().__init__()
@@ -67,6 +68,7 @@ class GINELayer(LocalMP):
     """
 
     requires_edge_attr = True
+    uses_edge_attr = True
 
     def __init__(self, dim: int, train_eps: bool = False) -> None:
         super().__init__()

@@ -29,6 +29,7 @@ class SAGELayer(ConvAdapter):
     """
 
     requires_edge_attr = False
+    uses_edge_attr = False
 
     def __init__(self, dim: int, aggr: str = "mean", in_dim: Optional[int] = None,
                  out_dim: Optional[int] = None) -> None:

@@ -126,7 +126,7 @@ def f_lock(tmp: Path) -> Row:
 
 def f_ddp_unused_edge_encoder(tmp: Path) -> Row:
     run_dir = tmp / "run"
-    proc = graphgt(["train", *GRAPHS, "data.dataset.edge_dim=2", "local=gcn", "trainer=ddp",
+    proc = graphgt(["train", *GRAPHS, "+data.dataset.edge_dim=2", "local=gcn", "trainer=ddp",
                     "trainer.distributed.timeout_s=60", f"hydra.run.dir={run_dir}"], tmp, timeout=400)
     return Row(fault="3. DDP, edge features, local=gcn (ignores them)", expected="trains (0)", exit=proc.returncode,
                message=message(proc), lost="nothing lost", ok=proc.returncode == 0 and (run_dir / "results.json").exists())
@@ -153,9 +153,9 @@ def f_code_execution(tmp: Path) -> Row:
 
     split = tmp / "split.pkl"
     split.write_bytes(pickle.dumps({"train": Payload()}))
-    proc2 = graphgt(["train", *TINY, "trainer.max_epochs=1", "+data.split._target_=graphgt.data.splits.IndexFileSplit",
-                     f"+data.split.path={split}", "~data.split.train", "~data.split.val", "~data.split.seed",
-                     "~data.split.stratify", f"hydra.run.dir={tmp / 'run2'}"], tmp)
+    proc2 = graphgt(["train", *TINY[1:], "trainer.max_epochs=1", "data=pyg-fake", "data.dataset.num_graphs=40",
+                     "~data.split", f"+data.split={{_target_:graphgt.data.splits.IndexFileSplit,path:'{split}'}}",
+                     f"hydra.run.dir={tmp / 'run2'}"], tmp)
     ok = victim.exists() and not marker.exists() and proc.returncode == 2 and proc2.returncode == 2
     return Row(fault="5. code execution from config (os.rmdir) / split file (pickle)",
                expected="refused (2), nothing executed", exit=[proc.returncode, proc2.returncode],

@@ -255,3 +255,50 @@ def test_write_error_keeps_the_previous_file(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert json.loads(target.read_text()) == {"v": 1}
     assert torch.__version__  # torch imported for the ground-floor io module
+
+
+# ------------------------------------------------------------- 11. damaged dataset files, bad graphs
+@pytest.fixture
+def cora_root(tmp_path):
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "planetoid" / "Cora").exists():
+        pytest.skip(f"real datasets not found at {SHARED_DATA}")
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(SHARED_DATA / "planetoid" / "Cora", root / "planetoid" / "Cora")
+    for p in [root, *root.rglob("*")]:
+        p.chmod(p.stat().st_mode | stat.S_IWUSR)
+    return root
+
+
+def test_a_damaged_raw_file_is_a_message(tmp_path, cora_root):
+    next((cora_root / "planetoid" / "Cora" / "raw").glob("*.x")).write_text("garbage\n")
+    from graphgt.data import PlanetoidData
+
+    with pytest.raises(ConfigError, match=r"PlanetoidData: the dataset files under .* cannot be read"):
+        PlanetoidData(str(cora_root), "Cora").load(tmp_path / "cache")
+
+
+def test_a_damaged_processed_file_is_rebuilt(tmp_path, cora_root):
+    from graphgt.data import PlanetoidData
+
+    spec = PlanetoidData(str(cora_root), "Cora").load(tmp_path / "cache")
+    processed = tmp_path / "cache" / "datasets" / "planetoid" / "Cora" / "processed" / "data.pt"
+    size = processed.stat().st_size
+    processed.write_bytes(processed.read_bytes()[:100])                  # a kill while PyG wrote it
+    again = PlanetoidData(str(cora_root), "Cora").load(tmp_path / "cache")
+    assert again == spec and processed.stat().st_size == size            # read from the raw files again
+
+
+def test_an_out_of_range_edge_index_is_a_message(tmp_path):
+    from torch_geometric.data import Data
+
+    from graphgt.data import PyGDataset, RandomSplit
+
+    graphs = [Data(x=torch.randn(4, 3), edge_index=torch.tensor([[0, 1], [1, 4]]), y=torch.tensor([0]))
+              for _ in range(8)]
+    m = PyGDataset(graphs, level="graph", task="multiclass", metric="accuracy", split=RandomSplit(0.5, 0.25))
+    with pytest.raises(ConfigError, match=r"graph 0 has an edge_index entry 4 outside its 4 nodes"):
+        m.load(tmp_path)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import copy
 import json
 import os
+import pickle
 import shutil
 import stat
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Mapping
@@ -147,6 +149,25 @@ def molecule_features() -> Tuple[CategoricalFeatures, CategoricalFeatures]:
     return CategoricalFeatures(get_atom_feature_dims()), CategoricalFeatures(get_bond_feature_dims())
 
 
+#: what reading damaged or foreign dataset files raises inside PyG/OGB/pandas/torch loaders
+UNREADABLE = (ValueError, RuntimeError, EOFError, OSError, KeyError, IndexError, pickle.UnpicklingError,
+              zipfile.BadZipFile, UnicodeDecodeError, AttributeError)
+
+
+def check_graphs(graphs: Sequence[Data], name: str) -> None:
+    """:class:`ConfigError` when an ``edge_index`` points outside its graph's nodes (a damaged or
+    mismatched file), naming the graph and the bad value, instead of an index error inside a layer."""
+    for i, g in enumerate(graphs):
+        ei = getattr(g, "edge_index", None)
+        if ei is None or ei.numel() == 0:
+            continue
+        n = int(g.num_nodes)
+        low, high = int(ei.min()), int(ei.max())
+        if low < 0 or high >= n:
+            raise ConfigError(f"{name}: graph {i} has an edge_index entry {low if low < 0 else high} outside its "
+                              f"{n} nodes [0, {n}); the dataset files are damaged or do not belong together")
+
+
 def feature_dim(t: Optional[Tensor]) -> int:
     """Width of a feature tensor (``[N]`` counts as width 1)."""
     if t is None:
@@ -201,6 +222,7 @@ class InMemoryDataModule(DataModule):
         self._packed: Dict[str, PackedGraphs] = {}
         self._prepared: Optional[Prepared] = None
         self.split_indices: Optional[SplitIndices] = None
+        self._copies: List[Path] = []
 
     # ---- for subclasses
     def prepare(self, cache_dir: Path) -> Prepared:  # pragma: no cover - abstract
@@ -214,7 +236,9 @@ class InMemoryDataModule(DataModule):
     def load_dir(self, rel: str, cache_dir: Path) -> Path:
         """The folder to load ``rel`` from: its private copy under ``cache_dir`` (:func:`writable_copy`),
         so that the loader's ``processed/`` never lands in the user's data folder."""
-        return writable_copy(self.source_dir(rel), Path(cache_dir), rel)
+        copy_dir = writable_copy(self.source_dir(rel), Path(cache_dir), rel)
+        self._copies.append(copy_dir)
+        return copy_dir
 
     def _check_common(self) -> None:
         if self.batch_size < 1:
@@ -232,8 +256,42 @@ class InMemoryDataModule(DataModule):
         """Read the dataset (once; cached under ``cache_dir``) and return its spec, before any PE."""
         if self._prepared is None:
             self.check()
-            self._prepared = self.prepare(Path(cache_dir))
+            self._prepared = self._prepare_checked(Path(cache_dir))
         return self._prepared.spec
+
+    def _prepare_checked(self, cache_dir: Path) -> Prepared:
+        """:meth:`prepare`, with unreadable files as a :class:`ConfigError` and the graphs checked.
+
+        A loader's own ``processed/`` file that cannot be read back (a kill while it was written) is
+        dropped and rebuilt from the raw files, once; raw files that cannot be read are named with
+        what to do.
+        """
+        try:
+            prepared = self.prepare(cache_dir)
+        except UNREADABLE:
+            dropped = self._drop_processed()
+            try:
+                if not dropped:
+                    raise
+                prepared = self.prepare(cache_dir)
+            except UNREADABLE as e:
+                first = " ".join(str(e).split())[:200] or type(e).__name__
+                raise ConfigError(f"{type(self).__name__}: the dataset files under '{Path(self.root).resolve()}' "
+                                  f"(set by data.root) cannot be read ({type(e).__name__}: {first}); they are "
+                                  "damaged or not in the dataset's format: replace them with the original "
+                                  "download") from None
+        check_graphs(prepared.graphs, type(self).__name__)
+        return prepared
+
+    def _drop_processed(self) -> bool:
+        """Remove the ``processed/`` folders of this module's private copies; whether any was removed."""
+        dropped = False
+        for copy_dir in self._copies:
+            for processed in sorted(Path(copy_dir).rglob("processed")):
+                if processed.is_dir():
+                    shutil.rmtree(processed, ignore_errors=True)
+                    dropped = True
+        return dropped
 
     def setup(self, pes: Sequence[PositionalEncoding], cache_dir: Path) -> None:
         """Load, split, attach the positional encodings (cached under ``cache_dir``), build loaders."""

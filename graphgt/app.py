@@ -49,7 +49,7 @@ from graphgt.io import atomic_write_json
 from graphgt.nn.model import count_parameters
 from graphgt.spec import DataSpec
 from graphgt.train import LAST, Objective, check_config, find_resume, load_checkpoint, loss_for
-from graphgt.train.checkpoint import config_differences, require_resumable
+from graphgt.train.checkpoint import config_differences, format_differences, require_resumable
 from graphgt.train.distributed import env_world_size, init_distributed, launch, shutdown
 
 RESULTS = "results.json"
@@ -201,9 +201,9 @@ def _finished(run_dir: Path, resolved: Mapping[str, Any], resume: Optional[str])
     results = json.loads((run_dir / RESULTS).read_text())
     diff = config_differences(results.get("config") or {}, resolved)
     if diff:
-        shown = "\n  ".join(diff[:20]) + (f"\n  ... and {len(diff) - 20} more" if len(diff) > 20 else "")
         raise ConfigError(f"hydra.run.dir={run_dir} holds a finished run with a different config "
-                          f"(trainer.resume={resume}):\n  {shown}\nit is not the run you asked for: choose a "
+                          f"(trainer.resume={resume}):\n  {format_differences(diff)}\nit is not the run you "
+                          "asked for: choose a "
                           "new hydra.run.dir")
     print(f"graphgt: {run_dir} already finished (trainer.resume={resume}): its {RESULTS} is kept, nothing was "
           "trained", file=sys.stderr)

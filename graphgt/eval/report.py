@@ -19,17 +19,22 @@ from typing import Any, Dict, Iterable, List, Optional
 IGNORED_KEYS = {"seed", "cache_dir"}
 
 
+def _matches(patterns: Iterable[str]) -> List[Path]:
+    """The paths the given directories / glob patterns name."""
+    out: List[Path] = []
+    for pattern in patterns:
+        out += [Path(m) for m in glob.glob(pattern, recursive=True) or ([pattern] if Path(pattern).exists() else [])]
+    return out
+
+
 def find_results(patterns: Iterable[str]) -> List[Path]:
     """Every ``results.json`` in or below the given directories / glob patterns (sorted, unique)."""
     found = set()
-    for pattern in patterns:
-        matches = glob.glob(pattern, recursive=True) or ([pattern] if Path(pattern).exists() else [])
-        for m in matches:
-            p = Path(m)
-            if p.is_file() and p.name == "results.json":
-                found.add(p.resolve())
-            elif p.is_dir():
-                found.update(q.resolve() for q in p.rglob("results.json"))
+    for p in _matches(patterns):
+        if p.is_file() and p.name == "results.json":
+            found.add(p.resolve())
+        elif p.is_dir():
+            found.update(q.resolve() for q in p.rglob("results.json"))
     return sorted(found)
 
 
@@ -55,12 +60,8 @@ def read_result(path: Path) -> Dict[str, Any]:
 def find_unfinished(patterns: Iterable[str]) -> Dict[str, List[Path]]:
     """Run directories below ``patterns`` without ``results.json``: ``failed`` (they hold the
     ``error.json`` graphgt writes when a run fails) and ``unfinished`` (killed, or still running)."""
-    dirs = set()
-    for pattern in patterns:
-        for m in glob.glob(pattern, recursive=True) or ([pattern] if Path(pattern).exists() else []):
-            p = Path(m)
-            if p.is_dir():
-                dirs.update(q.parent.resolve() for marker in RUN_MARKERS for q in p.rglob(marker))
+    dirs = {q.parent.resolve() for p in _matches(patterns) if p.is_dir() for marker in RUN_MARKERS
+            for q in p.rglob(marker)}
     out: Dict[str, List[Path]] = {"failed": [], "unfinished": []}
     for d in sorted(dirs):
         if (d / "results.json").exists() or d.name == ".hydra" or any(parent.name == ".hydra" for parent in d.parents):

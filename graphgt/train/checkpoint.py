@@ -126,6 +126,12 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
     return out
 
 
+def format_differences(diff: List[str], limit: int = 20) -> str:
+    """The first ``limit`` differences, one per line (for an error message)."""
+    more = f"\n  ... and {len(diff) - limit} more" if len(diff) > limit else ""
+    return "\n  ".join(diff[:limit]) + more
+
+
 def check_config(state: Mapping[str, Any], current: Optional[Mapping[str, Any]], path: Path) -> None:
     """Refuse to resume a run whose config differs from the checkpoint's in keys that matter."""
     saved = state.get("config")
@@ -133,8 +139,8 @@ def check_config(state: Mapping[str, Any], current: Optional[Mapping[str, Any]],
         return
     diff = config_differences(saved, current)
     if diff:
-        shown = "\n  ".join(diff[:20]) + (f"\n  ... and {len(diff) - 20} more" if len(diff) > 20 else "")
-        raise CheckpointError(f"checkpoint '{path}' belongs to a run with a different config:\n  {shown}\n"
+        raise CheckpointError(f"checkpoint '{path}' belongs to a run with a different config:\n  "
+                              f"{format_differences(diff)}\n"
                               "resume with the run's own settings (its .hydra/overrides.yaml), or start a new "
                               "run without trainer.resume")
 

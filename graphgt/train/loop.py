@@ -33,7 +33,8 @@ from torch import Tensor, nn
 
 from graphgt.data.base import DataModule
 from graphgt.errors import CheckpointError, DistributedError, NonFiniteLossError, Preempted
-from graphgt.train.checkpoint import BEST, LAST, capture_rng, load_model_state, restore_rng, save_checkpoint
+from graphgt.train.checkpoint import (BEST, LAST, capture_rng, load_model_state, require_resumable, restore_rng,
+                                      save_checkpoint)
 from graphgt.train.distributed import DDPConfig, Dist
 from graphgt.train.logging import Logger, NoLogger
 from graphgt.train.losses import Objective
@@ -309,8 +310,7 @@ class Trainer:
 
     def _restore(self, state: Mapping[str, Any], path: Path, dist: Dist, model: nn.Module, optimizer,
                  scheduler, sums: EpochSums) -> None:
-        if "position" not in state:
-            raise CheckpointError(f"checkpoint '{path}' holds model weights only ({BEST}); resume from {LAST}")
+        require_resumable(state, path)
         position = state["position"]
         if position["batch"] and state["world_size"] != dist.world_size:
             raise CheckpointError(

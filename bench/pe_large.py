@@ -19,23 +19,23 @@ the store included).  It also checks the result at this scale:
 ``--write`` also stores the encodings into the store (``pe/<key>``, with their cache keys; the time
 of writing is reported separately).
 
-Measured on ``/work/bench_data/products-shaped`` (2,449,029 nodes, 123,718,280 CSR entries, 47-class
-degree-corrected block model, homophily 0.2; 2 vCPUs shared with other jobs, load average 3-4, a
-14 GB training run alongside):
+Measured on the products-shaped store (2,449,029 nodes, 123,718,280 CSR entries, 47-class
+degree-corrected block model, homophily 0.2; 2 vCPUs shared with other engineers, load average ~1;
+CPU path, 2 threads; ``docs/benchmarks_large.md``):
 
 ================================  =========  ==============  ==========================================
 encoding                          time       peak RSS        check
 ================================  =========  ==============  ==========================================
-LapPE k=8 (residual_tol=1e-4)     626 s      2.85 GiB        max ||Lu - λu|| = 6.7e-5 (float64 re-check);
+LapPE k=8 (residual_tol=1e-4)     230 s      2.97 GiB        max ||Lu - λu|| = 6.7e-5 (float64 re-check);
                                                              69 filter steps + 3 Rayleigh-Ritz
-LapPE k=8 (residual_tol=1e-5)     604 s      2.81 GiB        max ||Lu - λu|| = 1.6e-6; 82 filter steps
-RWSE 16 steps, 256 probes         235-274 s  3.5 GiB [1]     64 nodes x 14 estimated steps vs exact:
+RWSE 16 steps, 256 probes         84 s       2.85 GiB        64 nodes x 14 estimated steps vs exact:
                                                              mean |err| 1.2e-5, max 8.2e-4, mean bound
                                                              3.7e-4, 0 of 896 above the bound
 ================================  =========  ==============  ==========================================
 
-[1] before the probe buffers were reused across blocks (measured since at 306k nodes: peak RSS over
-the base 0.45 -> 0.37 GiB; at full size ~0.6 GiB less is expected, not measured).
+(Before: 813 s / 235-274 s, the numba kernels running on one thread: see ``csr.compiled_variants``.)
+``--threads 1,2`` runs each encoding once per thread count in the same run (scale 0.1: LapPE 1.77-2.18x, RWSE 1.83-2.23x);
+``--device cuda`` the torch sparse-CSR path.
 """
 from __future__ import annotations
 
@@ -67,25 +67,30 @@ def make_pe(name: str, args):
     from graphgt.pe import LaplacianPE
     from graphgt.pe.rw_estimator import RandomWalkSEEstimator
 
+    threads = getattr(args, "child_threads", None)
+    device = getattr(args, "device", "auto")
     if name == "lap":
-        return LaplacianPE(k=args.k, block_size=args.block)  # None: the class default
+        return LaplacianPE(k=args.k, block_size=args.block, device=device, threads=threads)  # block None: default
     return RandomWalkSEEstimator(steps=args.steps, probes=args.probes, method=args.method,
-                                 probe_block=args.probe_block, delta=args.delta)
+                                 probe_block=args.probe_block, delta=args.delta, device=device, threads=threads)
 
 
 def lap_residuals(indptr, indices, vec: np.ndarray, val: np.ndarray) -> np.ndarray:
     """``||L u_j - λ_j u_j||_2`` per column, float64 (``L = I - D^-1/2 A D^-1/2``; isolated rows: L = I)."""
-    from graphgt.pe.chebyshev import _Operator
+    import torch
 
-    op = _Operator(indptr, indices)
-    good = op.deg > 0
+    from graphgt.pe.chebyshev import _Operator
+    from graphgt.pe.csr import kernel_threads
+
+    op = _Operator(indptr, indices, threads=kernel_threads())
+    good = op.deg_np > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        op.inv_deg = np.where(good, op.inv_deg, 0.0)
+        op.inv_deg_np = np.where(good, op.inv_deg_np, 0.0)
     u = np.nan_to_num(vec.astype(np.float64))
-    sd = np.where(good, op.sqrt_deg, 0.0)
-    xt = np.where(good[:, None], u / np.where(good, sd, 1.0)[:, None], 0.0)  # D^-1/2 u
-    px = np.empty_like(xt)
-    op.apply(xt, xt, px, 1.0, 0.0, 0.0)
+    sd = np.where(good, np.sqrt(op.deg_np), 0.0)
+    xt = np.where(good[:, None], u / np.where(good, sd, 1.0)[:, None], 0.0)  # D^-1/2 u (float64)
+    px = np.empty(xt.shape)
+    op.apply(torch.from_numpy(xt), torch.from_numpy(xt), torch.from_numpy(px), 1.0, 0.0, 0.0)
     su = px * sd[:, None]  # S u (0 on isolated rows)
     lam = np.nan_to_num(val.astype(np.float64))
     return np.linalg.norm(u - su - u * lam[None, :], axis=0)
@@ -150,8 +155,9 @@ def child(args) -> dict:
     return out
 
 
-def run_child(name: str, args) -> dict:
+def run_child(name: str, args, threads=None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--store", str(args.store),
+           "--device", args.device] + (["--child-threads", str(threads)] if threads is not None else []) + [
            "--probes", str(args.probes), "--k", str(args.k), "--steps", str(args.steps), "--method", args.method,
            "--probe-block", str(args.probe_block), "--delta", str(args.delta),
            "--check-nodes", str(args.check_nodes)] + (["--write"] if args.write else []) + \
@@ -188,6 +194,12 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="store the encodings into the store")
     ap.add_argument("--build", metavar="PATH", help="build a products-shaped store at PATH and exit")
     ap.add_argument("--scale", type=float, default=1.0, help="with --build: fraction of the products shape")
+    ap.add_argument("--device", default="auto", help="the PEs' device option: auto (CUDA if available), cpu, cuda[:i]")
+    ap.add_argument("--threads", default=None,
+                    help="CPU threads of the PE solvers (default: torch's count); a comma list, e.g. 1,2, runs "
+                         "each encoding once per count, interleaved over --repeat rounds (same-run ratios)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds over the --threads list")
+    ap.add_argument("--child-threads", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child", choices=["lap", "rwse"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.build:
@@ -202,17 +214,33 @@ def main() -> None:
     from graphgt.data.store import GraphStore
 
     store = GraphStore.open(args.store)
+    load_before = os.getloadavg()
     print(f"store {store.path}: {store.num_nodes:,} nodes, {store.num_edges:,} CSR entries; "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    results = {"store": str(store.path), "nodes": store.num_nodes, "csr_entries": store.num_edges}
-    for name in (["lap", "rwse"] if args.only is None else [args.only]):
-        r = run_child(name, args)
-        results[name] = r
-        if "error" in r:
-            print(f"{name}: FAILED ({r['error']})")
-            continue
-        print(f"{name}: {r['seconds']:.1f}s, peak RSS {r['peak_rss_gib']:.2f} GiB (base {r['base_rss_gib']:.2f}) "
-              f"- {r['pe']}")
+          f"{os.cpu_count()} CPUs, load {load_before[0]:.1f}")
+    results = {"store": str(store.path), "nodes": store.num_nodes, "csr_entries": store.num_edges,
+               "cpus": os.cpu_count(), "loadavg_before": list(load_before)}
+    counts = [None] if args.threads is None else [int(t) for t in str(args.threads).split(",")]
+    names = ["lap", "rwse"] if args.only is None else [args.only]
+    for rnd in range(args.repeat):
+        for name in names:
+            for threads in counts:
+                r = run_child(name, args, threads)
+                tag = name if threads is None else f"{name}_threads{threads}"
+                if len(counts) > 1 or args.repeat > 1:
+                    results.setdefault("runs", []).append(dict(r, encoding=name, threads=threads, round=rnd))
+                results.setdefault(name, r)
+                if "error" in r:
+                    print(f"{tag}: FAILED ({r['error']})")
+                    continue
+                print(f"{tag}: {r['seconds']:.1f}s, peak RSS {r['peak_rss_gib']:.2f} GiB (base {r['base_rss_gib']:.2f}) "
+                      f"- {r['pe']}", flush=True)
+    if len(counts) > 1:
+        for name in names:
+            med = {t: float(np.median([r["seconds"] for r in results["runs"] if r["encoding"] == name
+                                       and r["threads"] == t and "seconds" in r] or [np.nan])) for t in counts}
+            results[f"{name}_median_s_by_threads"] = med
+            print(f"{name}: median seconds by threads {med}; ratio {counts[0]} -> {counts[-1]} threads: "
+                  f"{med[counts[0]] / med[counts[-1]]:.2f}x")
     lap, rwse = results.get("lap", {}), results.get("rwse", {})
     results.update(lap_s=lap.get("seconds"), lap_peak_rss_gib=lap.get("peak_rss_gib"),
                    rwse_s=rwse.get("seconds"), rwse_peak_rss_gib=rwse.get("peak_rss_gib"))
@@ -229,6 +257,9 @@ def main() -> None:
                  f"{rwse['bound_violations']} above the bound") if "checked_entries" in rwse else ""
         print(f"| RWSE {args.steps} steps, {args.probes} probes ({args.method}) | {rwse['seconds']:.1f} s | "
               f"{rwse['peak_rss_gib']:.2f} GiB | {check} |")
+    results["loadavg_after"] = list(os.getloadavg())
+    print(f"load average before {load_before[0]:.2f} / {load_before[1]:.2f}, after {results['loadavg_after'][0]:.2f} / "
+          f"{results['loadavg_after'][1]:.2f} (1 / 5 min)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import torch
+
 from graphgt.pe.base import PositionalEncoding
 from graphgt.spec import DataSpec
 
@@ -19,7 +21,8 @@ class DataModule:
     Life cycle: ``check()`` (cheap, before any compute: files present? raises ``ConfigError``),
     ``load(cache_dir) -> DataSpec`` (read or generate the data, so that combinations can be
     validated against the spec before anything expensive), ``setup(pes, cache_dir)`` (split,
-    compute and cache positional encodings), then ``spec`` and the three loaders.  Node-level loaders yield batches that carry a boolean
+    compute and cache positional encodings), ``place(device)`` (the trainer says where batches are
+    consumed; a module may keep its arrays there), then ``spec`` and the three loaders.  Node-level loaders yield batches that carry a boolean
     ``loss_mask`` (which node outputs belong to the split); graph-level batches count every graph.
 
     Loaders have ``len()`` and ``set_epoch(epoch, start=0)`` (the next pass is pass ``epoch`` of the
@@ -40,6 +43,11 @@ class DataModule:
 
     def setup(self, pes: Sequence[PositionalEncoding], cache_dir: Path) -> None:  # pragma: no cover
         raise NotImplementedError
+
+    def place(self, device: torch.device) -> None:
+        """The device the trainer consumes batches on (called before the loaders are asked for).  The
+        default ignores it: batches stay on the host and the trainer copies them
+        (:class:`~graphgt.data.prefetch.DevicePrefetcher`)."""
 
     @property
     def spec(self) -> DataSpec:  # pragma: no cover

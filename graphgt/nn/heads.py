@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Literal
 
+import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
@@ -37,7 +38,10 @@ class NodeHead(nn.Module):
 
 
 class GraphHead(NodeHead):
-    """``x [N, dim], batch [N] -> [B, out_dim]``: ``pool`` (mean/sum/max) over each graph, then an MLP."""
+    """``x [N, dim], batch [N] -> [B, out_dim]``: ``pool`` (mean/sum/max) over each graph, then an MLP.
+
+    The pooling runs in float32 (float64 stays) whatever the input dtype; under autocast the MLP
+    then runs in bf16."""
 
     def __init__(self, dim: int, out_dim: int, layers: int = 2, dropout: float = 0.0,
                  pool: Literal["mean", "sum", "max"] = "mean"):
@@ -47,6 +51,8 @@ class GraphHead(NodeHead):
         self.pool = pool
 
     def forward(self, x: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        # pool in float32 (bf16 under autocast would accumulate a large graph's sum in bf16)
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
         return self.mlp(scatter(x, batch, dim=0, dim_size=num_graphs, reduce=self.pool))
 
     def __repr__(self) -> str:

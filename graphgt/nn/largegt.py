@@ -51,6 +51,9 @@ class TokenReadout(nn.Module):
     """LargeGT's readout: the seed token plus an attention-weighted sum of the other tokens.
 
     ``z [B, L, d]`` (element 0 = the seed's own features), ``mask [B, L]`` -> ``[B, d]``.
+
+    The softmax over tokens is normalised in float32 whatever the input dtype; the weighted sum
+    is one batched matmul (bf16 under autocast, accumulated in float32 by the kernel).
     """
 
     def __init__(self, dim: int):
@@ -64,8 +67,10 @@ class TokenReadout(nn.Module):
         seed, rest = z[:, :1], z[:, 1:]
         logits = self.score(torch.cat([seed.expand_as(rest), rest], dim=-1)).squeeze(-1)  # [B, L-1]
         logits = logits.masked_fill(~mask[:, 1:], float("-inf"))
-        alpha = torch.nan_to_num(logits.softmax(dim=-1), nan=0.0)  # a seed without real tokens: 0
-        return seed.squeeze(1) + (alpha.unsqueeze(-1) * rest).sum(dim=1)
+        acc = torch.promote_types(logits.dtype, torch.float32)
+        alpha = torch.nan_to_num(logits.softmax(dim=-1, dtype=acc), nan=0.0)  # no real tokens: 0
+        pooled = torch.bmm(alpha.unsqueeze(1).to(rest.dtype), rest).squeeze(1)   # [B, d]
+        return seed.squeeze(1) + pooled
 
 
 class LargeGTModel(nn.Module):

@@ -7,10 +7,28 @@ The model never reads a config: the data module's :class:`~graphgt.spec.DataSpec
 raw features (embedded by :func:`graphgt.nn.encoders.feature_encoder`) and what the head predicts; ``local`` / ``attention`` are factories ``dim -> module``
 (Hydra partials of ``configs/local/*.yaml`` / ``configs/attention/*.yaml``); ``pe`` is a list of
 ``(PositionalEncoding, encoder_factory)`` pairs from ``configs/pe/*.yaml``.
+
+**Per-layer trimming** (``trim=True``, the default): on a node-level batch that carries the hop
+counts of a neighbour sample (``num_sampled_nodes``/``num_sampled_edges``, set by
+:class:`~graphgt.data.sampling.NodeLoader`), layer ``l`` of ``L`` computes only the nodes of hops
+``0..L-1-l`` (:class:`~graphgt.nn.gps_layer.TrimPlan`), and the head only the seeds.  The output
+keeps the batch's ``[N, out]`` shape: the seeds' rows equal the untrimmed model's (eval mode; in
+training mode BatchNorm sees fewer rows and dropout draws other masks), the other rows are zeros.
+GCN keeps the normalisation of the untrimmed batch; edge features are trimmed with their edges
+(GatedGCN's updated ones too); a GPS model with global attention trims its last layer only
+(attention at layer ``l`` reads every node of layer ``l``'s input).  Batches without hop counts
+(whole graphs, molecules) run unchanged.
+
+**Layer-wise inference** (:class:`~graphgt.data.layerwise.LayerwiseInference`): exact full-graph
+predictions one layer at a time over all nodes, through the duck-typed protocol
+``layerwise_plan()`` / ``layerwise_input(data)`` / ``layerwise_layer(i, block)`` /
+``layerwise_output(x)`` that :class:`MPNNModel` (SAGE, GCN, GIN layers) and :class:`GPSModel`
+without attention follow; the other models raise a ``ValueError`` saying why.
 """
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, List, Literal, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -18,9 +36,11 @@ from torch import Tensor, nn
 from graphgt.nn.attention.base import AttentionContext, GlobalAttention
 from graphgt.nn.dropout import ByteDropout
 from graphgt.nn.encoders import feature_encoder
-from graphgt.nn.gps_layer import GPSLayer, NormKind
+from graphgt.nn.gps_layer import GPSLayer, LayerTrim, NormKind, TrimPlan, block_support, local_block, \
+    local_trimmed, trim_mode
 from graphgt.nn.heads import HEADS
 from graphgt.nn.local.base import LocalMP
+from graphgt.nn.local.gcn import GCNLayer
 from graphgt.pe.base import PositionalEncoding
 from graphgt.spec import DataSpec
 
@@ -65,6 +85,57 @@ def discard_last_edge_output(layer: Optional[nn.Module]) -> None:
     if discard is not None:
         discard()
 
+
+
+@dataclass(frozen=True)
+class LayerwisePlan:
+    """What a model tells :class:`~graphgt.data.layerwise.LayerwiseInference` before it starts.
+
+    Attributes:
+        dims: widths ``(d_0, ..., d_L)``: ``d_0`` of :meth:`layerwise_input`'s output, ``d_{i+1}`` of
+            layer ``i``'s (the two buffers of ``N`` rows hold these).
+        out_dim: width of :meth:`layerwise_output` (the predictions).
+        raw_input: ``layerwise_input`` is the raw float features themselves (``x.float()``): a float32
+            feature array can be read in place instead of copied.
+        needs_degree: blocks must carry ``src_degree``/``src_self_loops`` (GCN normalisation).
+    """
+
+    dims: Tuple[int, ...]
+    out_dim: int
+    raw_input: bool
+    needs_degree: bool
+
+
+def pad_rows(out: Tensor, num_rows: int) -> Tensor:
+    """``out [B, C]`` followed by zero rows up to ``[num_rows, C]`` (a trimmed model's output keeps the
+    batch's shape; ``loss_mask`` selects the seeds, which come first)."""
+    if out.size(0) == num_rows:
+        return out
+    return torch.cat([out, out.new_zeros((num_rows - out.size(0),) + tuple(out.shape[1:]))], dim=0)
+
+
+def _trim_plan(model: nn.Module, data: Any) -> Optional[TrimPlan]:
+    """The batch's :class:`TrimPlan` when ``model`` trims it (``model.trim``, node level, every local
+    layer trimmable), else ``None``."""
+    if not model.trim or model.level != "node":
+        return None
+    return TrimPlan.of(data)
+
+
+def _check_layerwise(model: nn.Module, locals_: Sequence[Any], extra: Optional[str] = None) -> None:
+    """``ValueError`` naming why ``model`` cannot run layer-wise (see :class:`LayerwisePlan`)."""
+    problem = extra
+    if problem is None and model.level != "node":
+        problem = "it predicts graph-level outputs; layer-wise inference predicts nodes"
+    if problem is None and getattr(model, "encoder", None) is not None and model.encoder.edge is not None:
+        problem = "its layers read edge features, which layer-wise inference over a graph store does not have"
+    if problem is None:
+        problem = next((p for p in (block_support(loc) for loc in locals_) if p is not None), None)
+    if model.training:
+        problem = problem or "it is in training mode (dropout, BatchNorm statistics): call model.eval() first"
+    if problem is not None:
+        raise ValueError(f"{type(model).__name__} cannot run layer-wise: {problem}; evaluate with sampled batches "
+                         "instead (data.eval_mode=sampled)")
 
 
 def _check_size(hidden: int, layers: int) -> None:
@@ -129,15 +200,21 @@ class GPSModel(nn.Module):
         norm, dropout, ffn_ratio: see :class:`GPSLayer`.
         head_layers, head_dropout, pool: the prediction head (``pool`` for graph-level tasks).
         input_dropout: dropout on raw float node features.
+        trim: trim sampled batches per layer (module docstring): every layer computes only the
+            nodes the later layers read; with attention, only the last layer is trimmed.  ``False``
+            (or a cached GCN local layer, which cannot be trimmed exactly): every layer computes
+            every sampled node.
 
-    Shapes: ``forward(data) -> [N, out]`` (node level) or ``[B, out]`` (graph level).
+    Shapes: ``forward(data) -> [N, out]`` (node level; trimmed: the seeds' rows, zeros after them)
+    or ``[B, out]`` (graph level).
     """
 
     def __init__(self, spec: DataSpec, hidden: int = 64, layers: int = 3,
                  local: Optional[LocalFactory] = None, attention: Optional[AttentionFactory] = None,
                  pe: Sequence[PEBranch] = (), norm: NormKind = "batch", dropout: float = 0.0,
                  ffn_ratio: float = 2.0, head_layers: int = 2, head_dropout: float = 0.0,
-                 pool: Literal["mean", "sum", "max"] = "mean", input_dropout: float = 0.0):
+                 pool: Literal["mean", "sum", "max"] = "mean", input_dropout: float = 0.0,
+                 trim: bool = True):
         super().__init__()
         _check_size(hidden, layers)
         if local is None and attention is None:
@@ -155,6 +232,7 @@ class GPSModel(nn.Module):
         discard_last_edge_output(self.layers[-1].local if len(self.layers) else None)
         head_kwargs = {"pool": pool} if self.level == "graph" else {}
         self.head = HEADS[self.level](hidden, spec.task.num_outputs, head_layers, head_dropout, **head_kwargs)
+        self.trim = bool(trim) and all(trim_mode(layer.local) is not None for layer in self.layers)
 
     def reset_parameters(self) -> None:
         reset_submodules(self)
@@ -162,13 +240,41 @@ class GPSModel(nn.Module):
     def forward(self, data) -> Tensor:
         x, edge_attr = self.encoder(data)
         ctx = AttentionContext.from_batch(data)
-        for layer in self.layers:
-            x, edge_attr = layer(x, data.edge_index, edge_attr, ctx)
-        return self.head(x, ctx.batch, ctx.num_graphs)
+        plan = _trim_plan(self, data)
+        if plan is None:
+            for layer in self.layers:
+                x, edge_attr = layer(x, data.edge_index, edge_attr, ctx)
+            return self.head(x, ctx.batch, ctx.num_graphs)
+        trims = plan.layers(len(self.layers), last_only=self.layers[0].attention is not None)
+        for layer, trim in zip(self.layers, trims):
+            x, edge_attr = layer(x, data.edge_index, edge_attr, ctx, trim)
+        return pad_rows(self.head(x, ctx.batch[:x.size(0)], ctx.num_graphs), plan.num_nodes)
+
+    # ---- layer-wise inference protocol (graphgt.data.layerwise)
+    def layerwise_plan(self) -> LayerwisePlan:
+        """Widths and needs of layer-wise inference; ``ValueError`` for a model with global attention
+        (it reads every node of every layer's input), edge features or a graph-level head."""
+        _check_layerwise(self, [layer.local for layer in self.layers],
+                         next((p for p in (layer.block_support() for layer in self.layers) if p), None))
+        return LayerwisePlan(dims=(self.hidden,) * (len(self.layers) + 1), out_dim=self.head.out_dim,
+                             raw_input=False,
+                             needs_degree=any(type(layer.local) is GCNLayer for layer in self.layers))
+
+    def layerwise_input(self, data) -> Tensor:
+        """Encoded node features (raw ‖ PE) of the nodes of ``data`` ``[n, hidden]`` (row-wise)."""
+        return self.encoder(data)[0]
+
+    def layerwise_layer(self, i: int, block: Any) -> Tensor:
+        """GPS layer ``i`` for a block of targets (:meth:`GPSLayer.forward_block`) ``[T, hidden]``."""
+        return self.layers[i].forward_block(block)
+
+    def layerwise_output(self, x: Tensor) -> Tensor:
+        """The node head on the last layer's rows ``[n, hidden] -> [n, out]`` (row-wise)."""
+        return self.head(x, None, 1)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(hidden={self.hidden}, layers={len(self.layers)}, "
-                f"layer={self.layers[0]!r}, head={self.head!r})")
+                f"layer={self.layers[0]!r}, head={self.head!r}, trim={self.trim})")
 
 
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
@@ -184,6 +290,11 @@ class MPNNModel(nn.Module):
     one emits the outputs (``out_dim``), with no encoder and no head in between,
     ``X -> dropout -> conv -> act -> dropout -> conv`` — an extra encoder/head costs ~3 points of
     Cora accuracy.
+
+    ``trim`` (default ``True``): on a sampled batch with hop counts, layer ``l`` computes only the
+    nodes of hops ``0..L-1-l`` (see the module docstring; exact, seeds' rows, zeros after them).
+    The model also follows the layer-wise inference protocol (``layerwise_*``) for SAGE, GCN and
+    GIN layers without edge features.
     """
 
     def __init__(self, spec: DataSpec, hidden: int = 64, layers: int = 2,
@@ -191,7 +302,7 @@ class MPNNModel(nn.Module):
                  pe: Sequence[PEBranch] = (), dropout: float = 0.5, input_dropout: float = 0.0,
                  act: Literal["relu", "elu", "gelu"] = "relu", head_layers: int = 1,
                  head_dropout: float = 0.0, pool: Literal["mean", "sum", "max"] = "mean",
-                 raw_io: bool = False):
+                 raw_io: bool = False, trim: bool = True):
         super().__init__()
         _check_size(hidden, layers)
         if local is None:
@@ -203,9 +314,16 @@ class MPNNModel(nn.Module):
         self.hidden, self.level, self.act_name, self.raw_io = hidden, spec.task.level, act, raw_io
         self.act = ACTIVATIONS[act]()
         self.dropout = ByteDropout(dropout)
+        self.trim = bool(trim)
         if raw_io:
             self._build_raw_io(spec, hidden, layers, local, pe, input_dropout)
-            return
+        else:
+            self._build(spec, hidden, layers, local, pe, input_dropout, head_layers, head_dropout, pool)
+        self.trim = self.trim and all(trim_mode(layer) is not None for layer in self.layers)
+
+    def _build(self, spec: DataSpec, hidden: int, layers: int, local: LocalFactory, pe: Sequence[PEBranch],
+               input_dropout: float, head_layers: int, head_dropout: float, pool: str) -> None:
+        """Encoder -> ``layers`` local layers of width ``hidden`` -> head."""
         self.encoder = InputEncoder(spec, hidden, pe, input_dropout, edges=local_consumes_edge_attr(local))
         self.layers = nn.ModuleList(local(hidden) for _ in range(layers))
         drop_unread_edge_encoder(self.encoder, list(self.layers))
@@ -234,25 +352,66 @@ class MPNNModel(nn.Module):
         reset_submodules(self)
 
     def forward(self, data) -> Tensor:
+        plan = _trim_plan(self, data)
+        trims: List[Optional[LayerTrim]] = plan.layers(len(self.layers)) if plan is not None \
+            else [None] * len(self.layers)
+
+        def step(i: int, x: Tensor, edge_attr: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+            layer, trim = self.layers[i], trims[i]
+            if trim is None:
+                return layer(x, data.edge_index, edge_attr)
+            return local_trimmed(layer, x, edge_attr, trim)
+
         if self.raw_io:
-            x = self.input_dropout(data.x.float())
-            for i, layer in enumerate(self.layers):
-                x = layer(self.dropout(x) if i > 0 else x, data.edge_index)[0]
+            x = data.x if plan is None else data.x[:trims[0].num_src]
+            x = self.input_dropout(x.float())
+            for i in range(len(self.layers)):
+                x = step(i, self.dropout(x) if i > 0 else x, None)[0]
                 x = self.act(x) if i < len(self.layers) - 1 else x
-            return x
+            return x if plan is None else pad_rows(x, plan.num_nodes)
         x, edge_attr = self.encoder(data)
-        for i, layer in enumerate(self.layers):
+        for i in range(len(self.layers)):
             if i > 0:
                 x = self.dropout(x)
-            x, edge_attr = layer(x, data.edge_index, edge_attr)
+            x, edge_attr = step(i, x, edge_attr)
             x = self.act(x)
         ctx = AttentionContext.from_batch(data)
-        return self.head(x, ctx.batch, ctx.num_graphs)
+        out = self.head(x, ctx.batch[:x.size(0)], ctx.num_graphs)
+        return out if plan is None else pad_rows(out, plan.num_nodes)
+
+    # ---- layer-wise inference protocol (graphgt.data.layerwise)
+    def layerwise_plan(self) -> LayerwisePlan:
+        """Widths and needs of layer-wise inference (:class:`LayerwisePlan`); ``ValueError`` naming the
+        reason for local layers without a block form (GAT, GIN-E, GatedGCN), edge features, a
+        graph-level head or training mode."""
+        _check_layerwise(self, list(self.layers))
+        if self.raw_io:
+            dims = tuple([self.layers[0].in_dim] + [layer.out_dim for layer in self.layers])
+            out_dim = dims[-1]
+        else:
+            dims, out_dim = (self.hidden,) * (len(self.layers) + 1), self.head.out_dim
+        return LayerwisePlan(dims=dims, out_dim=out_dim, raw_input=self.raw_io,
+                             needs_degree=any(type(layer) is GCNLayer for layer in self.layers))
+
+    def layerwise_input(self, data) -> Tensor:
+        """Layer 0's input for the nodes of ``data`` (row-wise): the raw float features (``raw_io``)
+        or the encoded ones ``[n, d_0]``."""
+        return data.x.float() if self.raw_io else self.encoder(data)[0]
+
+    def layerwise_layer(self, i: int, block: Any) -> Tensor:
+        """Layer ``i`` and the activation after it for a block of target nodes
+        (:func:`~graphgt.nn.gps_layer.local_block`): ``[T, d_{i+1}]`` (eval mode: dropout is off)."""
+        x = local_block(self.layers[i], block)
+        return x if self.raw_io and i == len(self.layers) - 1 else self.act(x)
+
+    def layerwise_output(self, x: Tensor) -> Tensor:
+        """The head on the last layer's rows (identity with ``raw_io``): ``[n, d_L] -> [n, out]``."""
+        return x if self.raw_io else self.head(x, None, 1)
 
     def __repr__(self) -> str:
         head = "raw_io" if self.raw_io else repr(self.head)
         return (f"{type(self).__name__}(hidden={self.hidden}, layers={len(self.layers)}, "
-                f"local={self.layers[0]!r}, act={self.act_name!r}, head={head})")
+                f"local={self.layers[0]!r}, act={self.act_name!r}, head={head}, trim={self.trim})")
 
 
 def reset_submodules(module: nn.Module) -> None:

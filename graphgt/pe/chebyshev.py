@@ -43,11 +43,17 @@ coordinates ``S`` acts as ``P = D^{-1} A`` (a sum of neighbour rows times ``1/d`
 32 rows added in float64).  Graphs of at least ``csr.REORDER_MIN_NNZ`` entries are first relabelled
 by degree (``csr.degree_ordered``, 15-25% faster gathers).  Memory: two float32 ``[N, b]`` blocks
 (``b = 64``, ``N = 2.45e6``: 1.25 GB), the CSR arrays (a relabelled copy of ``indices``) and float64
-row chunks for Rayleigh-Ritz.  Measured (``bench/pe_large.py``, 2 cores shared with other jobs,
-load average 3-4): products-shaped graph of 2.45M nodes / 124M entries, ``m = 7``: ``tol = 1e-4``
-69 filter steps (+3 Rayleigh-Ritz), 626 s, 2.85 GiB peak RSS; ``tol = 1e-5`` 82 steps, 604 s (a
-less loaded moment); a filter step took 6.5-8 s there, i.e. one core's worth (the two threads gave
-nothing over one on the loaded machine).  Its 0.125-scale sibling (306k nodes): 64 steps, ~55 s.
+row chunks for Rayleigh-Ritz.
+
+Threads and devices.  The numba kernels split rows into ``threads`` ranges (``csr.pe_threads``: numba's and
+torch's thread counts set for the call and restored); every output row depends on its own inputs only,
+so the products are bit-identical for any thread count.  The ``[N, b]`` dense passes (deflation, Gram
+matrix, Rayleigh-Ritz, rotations) are float64 torch matmuls over row chunks, on torch's threads.  With
+``device`` a torch device the same iteration runs with ``torch.sparse_csr_tensor`` products on it
+(cuSPARSE on CUDA; no degree relabelling).  Until this change the serial and parallel numba kernels
+shared one on-disk cache entry (numba's cache ignores ``parallel``), so after a first serial compile
+(e.g. by a test) the "parallel" kernel ran on one thread: that was the one-core 813 s of the issue.
+Figures: ``docs/benchmarks_large.md`` (positional encodings section).
 """
 from __future__ import annotations
 
@@ -55,13 +61,15 @@ import logging
 import math
 import time
 import warnings
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import numba
 import numpy as np
+import torch
+from torch import Tensor
 
-from graphgt.pe.csr import (REORDER_MIN_NNZ, degree_ordered, kernel_threads, keep_torch_threads,
-                            nnz_balanced_bounds, single_threaded_blas)
+from graphgt.pe.csr import (REORDER_MIN_NNZ, compiled_variants, degree_ordered, nnz_balanced_bounds, pe_threads,
+                            single_threaded_blas, torch_csr_adjacency, torch_csr_rows)
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +78,8 @@ def _cheb_step_py(indptr, indices, inv_deg, y, yold, out, alpha, beta, gamma, ro
     """``out[r - row0] = alpha * inv_deg[r] * sum_{p in row r} y[indices[p]] + beta * y[r] + gamma * yold[r]``
     for ``r`` in the ranges ``bounds``; ``out`` may be ``yold`` itself (row ``r`` is read before it
     is written).  Neighbour rows are summed in float32 in runs of at most 32, the runs in float64
-    (float64 throughout is ~30% slower; float32 throughout loses ~1e-5 relative on hub rows)."""
+    (float64 throughout is ~30% slower; float32 throughout loses ~1e-5 relative on hub rows).
+    Every output row depends on its own inputs only: the result does not depend on ``bounds``."""
     b = y.shape[1]
     for part in numba.prange(bounds.shape[0] - 1):
         acc = np.empty(b, dtype=np.float64)
@@ -103,8 +112,7 @@ def _cheb_step_py(indptr, indices, inv_deg, y, yold, out, alpha, beta, gamma, ro
                     ro[j] = s * acc[j]
 
 
-_cheb_parallel = numba.njit(parallel=True, cache=True, nogil=True, fastmath={"contract", "reassoc"})(_cheb_step_py)
-_cheb_serial = numba.njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})(_cheb_step_py)
+_cheb_parallel, _cheb_serial = compiled_variants(_cheb_step_py, fastmath={"contract", "reassoc"})
 
 
 def _spmv_py(indptr, indices, inv_deg, x, out, bounds):  # pragma: no cover - compiled
@@ -117,22 +125,30 @@ def _spmv_py(indptr, indices, inv_deg, x, out, bounds):  # pragma: no cover - co
             out[r] = acc * inv_deg[r]
 
 
-_spmv_parallel = numba.njit(parallel=True, cache=True, nogil=True, fastmath={"contract", "reassoc"})(_spmv_py)
-_spmv_serial = numba.njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})(_spmv_py)
+_spmv_parallel, _spmv_serial = compiled_variants(_spmv_py, fastmath={"contract", "reassoc"})
+
+_CHUNK = 1 << 16
 
 
 class _Operator:
-    """``P = D^{-1} A`` on row blocks (``S`` in ``X~ = D^{-1/2} X`` coordinates), threaded by rows."""
+    """``P = D^{-1} A`` on row blocks (``S`` in ``X~ = D^{-1/2} X`` coordinates) and the solver's dense
+    passes, on torch tensors of ``device``.  This base class runs the products with the compiled
+    numba kernels (CPU tensors, through their numpy views; rows split by work in ``threads`` ranges);
+    :class:`_TorchOperator` with ``torch.sparse_csr_tensor`` products (any device)."""
 
-    def __init__(self, indptr: np.ndarray, indices: np.ndarray):
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray, threads: int = 1,
+                 device: Union[str, torch.device] = "cpu"):
         self.indptr, self.indices = indptr, indices
         self.n = indptr.shape[0] - 1
+        self.device = torch.device(device)
         deg = np.diff(indptr).astype(np.float64)
-        self.deg = deg
-        self.sqrt_deg = np.sqrt(deg)
-        self.inv_deg = 1.0 / deg
+        self.deg_np = deg
+        self.deg = torch.from_numpy(deg).to(self.device)
+        self.sqrt_deg = self.deg.sqrt()
+        with np.errstate(divide="ignore"):
+            self.inv_deg_np = 1.0 / deg
         self.vol = float(deg.sum())
-        self.parts = kernel_threads()
+        self.parts = max(1, int(threads))
         self.bounds = nnz_balanced_bounds(indptr, self.parts)
         self.products = 0  # block-column products done (for reports)
 
@@ -146,26 +162,55 @@ class _Operator:
         b[0], b[-1] = lo, hi
         return np.maximum.accumulate(b)
 
-    def apply(self, y, yold, out, alpha, beta, gamma, lo=0, hi=None):
+    def apply(self, y: Tensor, yold: Tensor, out: Tensor, alpha, beta, gamma, lo: int = 0,
+              hi: Optional[int] = None) -> None:
+        """``out = alpha (P y)[lo:hi] + beta y[lo:hi] + gamma yold[lo:hi]`` (``y``, ``yold`` float32
+        ``[N, b]``; ``out`` ``[hi - lo, b]`` float32 or float64, may be ``yold`` when the range is all rows)."""
         hi = self.n if hi is None else hi
         kernel = _cheb_parallel if self.parts > 1 else _cheb_serial
-        kernel(self.indptr, self.indices, self.inv_deg, y, yold, out, float(alpha), float(beta), float(gamma),
-               lo, self._bounds(lo, hi))
+        kernel(self.indptr, self.indices, self.inv_deg_np, y.numpy(), yold.numpy(), out.numpy(), float(alpha),
+               float(beta), float(gamma), lo, self._bounds(lo, hi))
         self.products += y.shape[1] * (hi - lo) / max(self.n, 1)
 
-    def spmv(self, x: np.ndarray, out: np.ndarray) -> None:
-        """``out = P x`` for one float64 vector."""
+    def spmv(self, x: Tensor) -> Tensor:
+        """``P x`` for one float64 vector."""
+        out = np.empty(self.n)
         kernel = _spmv_parallel if self.parts > 1 else _spmv_serial
-        kernel(self.indptr, self.indices, self.inv_deg, x, out, self.bounds)
+        kernel(self.indptr, self.indices, self.inv_deg_np, x.numpy(), out, self.bounds)
+        return torch.from_numpy(out)
 
-    def deflate(self, xt: np.ndarray) -> None:
+    def deflate(self, xt: Tensor) -> None:
         """Remove the ``u_0`` component (in ``X~`` coordinates: the ``D``-weighted mean) in place."""
-        total = np.zeros(xt.shape[1])
+        total = torch.zeros(xt.shape[1], dtype=torch.float64, device=self.device)
         for lo in range(0, self.n, _CHUNK):
-            total += self.deg[lo:lo + _CHUNK] @ xt[lo:lo + _CHUNK].astype(np.float64)
-        mean = (total / self.vol).astype(xt.dtype)
-        for lo in range(0, self.n, _CHUNK):
-            xt[lo:lo + _CHUNK] -= mean[None, :]
+            total += self.deg[lo:lo + _CHUNK] @ xt[lo:lo + _CHUNK].double()
+        xt -= (total / self.vol).to(xt.dtype)[None, :]
+
+
+class _TorchOperator(_Operator):
+    """:class:`_Operator` whose products are ``torch.sparse_csr_tensor @ dense`` on ``device`` (CUDA:
+    cuSPARSE SpMM; also runs on the CPU, ~2x slower there than the numba kernel).  The adjacency is
+    kept with entries 1 (float32) and the ``1/d`` row scale applied after the product, so the float32
+    neighbour sums are torch's (no float64 runs as in the numba kernel)."""
+
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray, device: Union[str, torch.device]):
+        super().__init__(indptr, indices, threads=1, device=device)
+        self.adj = torch_csr_adjacency(indptr, indices, self.device)
+        self.inv_deg32 = (1.0 / self.deg).float()
+
+    def apply(self, y, yold, out, alpha, beta, gamma, lo=0, hi=None):
+        hi = self.n if hi is None else hi
+        res = torch_csr_rows(self.adj, lo, hi) @ y
+        res *= (float(alpha) * self.inv_deg32[lo:hi])[:, None]
+        if beta != 0.0:
+            res.add_(y[lo:hi], alpha=float(beta))
+        if gamma != 0.0:
+            res.add_(yold[lo:hi], alpha=float(gamma))
+        out.copy_(res)
+        self.products += y.shape[1] * (hi - lo) / max(self.n, 1)
+
+    def spmv(self, x: Tensor) -> Tensor:
+        return (self.adj @ x.float()[:, None])[:, 0].double() / self.deg
 
 
 def _lanczos_extremes(op: _Operator, steps: int, seed: int) -> Tuple[float, float]:
@@ -173,21 +218,20 @@ def _lanczos_extremes(op: _Operator, steps: int, seed: int) -> Tuple[float, floa
     steps with full re-orthogonalisation, plus the smallest one's residual bound."""
     n = op.n
     rng = np.random.default_rng(seed)
-    q = rng.standard_normal(n)
-    q -= (op.sqrt_deg @ q) * op.sqrt_deg / op.vol
-    q /= np.linalg.norm(q)
+    sd = op.sqrt_deg
+    q = torch.from_numpy(rng.standard_normal(n)).to(op.device)
+    q -= (sd @ q) * sd / op.vol
+    q /= torch.linalg.vector_norm(q)
     basis = [q]
     alphas, betas = [], []
-    buf = np.empty(n)
     for _ in range(min(steps, n - 2)):
-        op.spmv(q / op.sqrt_deg, buf)
-        w = buf * op.sqrt_deg  # S q
+        w = op.spmv(q / sd) * sd  # S q
         alpha = float(q @ w)
         alphas.append(alpha)
-        w -= (op.sqrt_deg @ w) * op.sqrt_deg / op.vol
+        w -= (sd @ w) * sd / op.vol
         for v in basis:  # full re-orthogonalisation (few steps)
             w -= (v @ w) * v
-        beta = float(np.linalg.norm(w))
+        beta = float(torch.linalg.vector_norm(w))
         if beta < 1e-12:
             break
         betas.append(beta)
@@ -203,8 +247,9 @@ def _lanczos_extremes(op: _Operator, steps: int, seed: int) -> Tuple[float, floa
 
 def top_eigenpairs(indptr: np.ndarray, indices: np.ndarray, m: int, block: int = 64, tol: float = 1e-5,
                    degree: int = 32, max_products: Optional[int] = None, seed: int = 0,
-                   lanczos_steps: int = 10, reorder: bool = True,
-                   log=None) -> Tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+                   lanczos_steps: int = 10, reorder: bool = True, log=None,
+                   device: Union[None, str, torch.device] = None,
+                   threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """The ``m`` largest eigenpairs of ``S`` after the trivial one, for a connected simple graph.
 
     Args:
@@ -219,6 +264,12 @@ def top_eigenpairs(indptr: np.ndarray, indices: np.ndarray, m: int, block: int =
         seed: seed of the starting block.
         reorder: relabel the nodes by degree first on big graphs (``csr.degree_ordered``: faster products).
         log: called with a progress line per iteration (default: this module's ``logging`` logger, INFO).
+        device: ``None`` (default): the block lives in CPU memory and the products run in the compiled
+            numba kernels; a torch device (``"cuda"``, also ``"cpu"``): the same iteration with the
+            block on that device and ``torch.sparse_csr_tensor`` products (same start block, same
+            filter schedule; results agree to the tolerance, not bit for bit).
+        threads: CPU threads of the numba kernels and of torch's dense passes (``None``: torch's
+            current count, see ``csr.pe_threads``); the numba products are bit-identical for any count.
 
     Returns:
         ``(theta [m] descending, vectors float64 [N, m] (unit norm), residuals [m], info)``.
@@ -230,13 +281,13 @@ def top_eigenpairs(indptr: np.ndarray, indices: np.ndarray, m: int, block: int =
         raise ValueError(f"top_eigenpairs: a component of {n} nodes has fewer than m + 1 = {m + 1} eigenpairs")
     b = min(max(block, m + 8), n - 1)
     order = None
-    if reorder and int(indptr[-1]) >= REORDER_MIN_NNZ:
+    if reorder and device is None and int(indptr[-1]) >= REORDER_MIN_NNZ:
         indptr, indices, order = degree_ordered(indptr, indices)
     max_products = 400 if max_products is None else max_products
     say = log or logger.info
     t0 = time.perf_counter()
-    with keep_torch_threads(), single_threaded_blas():
-        op = _Operator(indptr, indices)
+    with pe_threads(threads) as pt, single_threaded_blas():
+        op = _Operator(indptr, indices, pt.threads) if device is None else _TorchOperator(indptr, indices, device)
         lo_est, hi_est = _lanczos_extremes(op, lanczos_steps, seed + 1)
         # damped interval's lower end: below the smallest eigenvalue (margin for a loose estimate)
         a = max(-1.0, lo_est - 0.05 * (hi_est - lo_est) - 0.02)
@@ -268,18 +319,20 @@ def top_eigenpairs(indptr: np.ndarray, indices: np.ndarray, m: int, block: int =
                           f"block or tol{' (the residual stalled: float32 vectors reach ~1e-7)' if stalled else ''}",
                           RuntimeWarning, stacklevel=3)
         vecs = _unit_vectors(op, xt, m, order)
+        threads_used = pt.threads
     info = dict(iterations=iters, filter_steps=steps, block=b, a=a, seconds=time.perf_counter() - t0,
-                max_residual=float(resid[:m].max()), converged=done, dropped_columns=dropped)
+                max_residual=float(resid[:m].max()), converged=done, dropped_columns=dropped,
+                device=str(op.device) if device is not None else "cpu (numba)", threads=threads_used)
     return theta[:m].copy(), vecs, resid[:m].copy(), info
 
 
 def _first_block(op: _Operator, b: int, rng: np.random.Generator, p: int, a: float,
-                 hi_est: float) -> Tuple[np.ndarray, np.ndarray, int]:
+                 hi_est: float) -> Tuple[Tensor, Tensor, int]:
     """A random block ``X~`` of ``b`` columns after a first filter of degree ``p`` (none if ``p < 1``);
     returns ``(block, spare block, filter steps done)``."""
-    xt = np.empty((op.n, b), dtype=np.float32)
+    xt = torch.empty((op.n, b), dtype=torch.float32, device=op.device)
     _random_columns(op, xt, 0, rng)
-    other = np.empty_like(xt)
+    other = torch.empty_like(xt)
     # first filter, before any Rayleigh-Ritz step (the Ritz values of a random block are all ~0,
     # the spectrum's mean): damp [a, 0], degree 32. It brings the block to the top of the
     # spectrum, where the next cut is close to the eigenvalue below the block (and many
@@ -305,9 +358,9 @@ def _next_cut(theta: np.ndarray, resid: np.ndarray, m: int, a: float) -> float:
     return cut
 
 
-def _unit_vectors(op: _Operator, xt: np.ndarray, m: int, order: Optional[np.ndarray]) -> np.ndarray:
+def _unit_vectors(op: _Operator, xt: Tensor, m: int, order: Optional[np.ndarray]) -> np.ndarray:
     """The first ``m`` columns of ``X = D^{1/2} X~`` in float64, scaled to unit norm, in the input node order."""
-    vecs = xt[:, :m].astype(np.float64) * op.sqrt_deg[:, None]
+    vecs = (xt[:, :m].double() * op.sqrt_deg[:, None]).cpu().numpy()
     vecs /= np.linalg.norm(vecs, axis=0, keepdims=True)
     if order is not None:
         unpermuted = np.empty_like(vecs)
@@ -347,7 +400,7 @@ def _filter_degree(theta: np.ndarray, m: int, a: float, cut: float, degree: int,
 _DEFLATE_EVERY = 6
 
 
-def _filter(op: _Operator, xt: np.ndarray, other: np.ndarray, p: int, a: float, cut: float):
+def _filter(op: _Operator, xt: Tensor, other: Tensor, p: int, a: float, cut: float):
     """``T_p(ℓ(S)) X / T_p(ℓ(1))`` by the scaled three-term recurrence; returns ``(result, spare)``."""
     e, c0 = (cut - a) / 2, (cut + a) / 2
     x_rho = (1.0 - c0) / e
@@ -367,28 +420,35 @@ def _filter(op: _Operator, xt: np.ndarray, other: np.ndarray, p: int, a: float, 
     return y, y_prev
 
 
-_CHUNK = 1 << 16
-
-
-def _random_columns(op: _Operator, xt: np.ndarray, start: int, rng: np.random.Generator) -> None:
-    """Columns ``start..`` of ``X~`` := ``D^{-1/2}`` times standard normal vectors."""
+def _random_columns(op: _Operator, xt: Tensor, start: int, rng: np.random.Generator) -> None:
+    """Columns ``start..`` of ``X~`` := ``D^{-1/2}`` times standard normal vectors (drawn on the CPU in
+    row chunks: the same block on every device)."""
     for lo in range(0, op.n, _CHUNK):
         hi = min(lo + _CHUNK, op.n)
-        xt[lo:hi, start:] = rng.standard_normal((hi - lo, xt.shape[1] - start)) / op.sqrt_deg[lo:hi, None]
+        z = torch.from_numpy(rng.standard_normal((hi - lo, xt.shape[1] - start))).to(op.device)
+        xt[lo:hi, start:] = z / op.sqrt_deg[lo:hi, None]
 
 
-def _gram(op: _Operator, xt: np.ndarray) -> np.ndarray:
+def _gram(op: _Operator, xt: Tensor) -> np.ndarray:
     """``X^T X = X~^T D X~`` in float64 (row chunks)."""
     b = xt.shape[1]
-    out = np.zeros((b, b))
+    out = torch.zeros((b, b), dtype=torch.float64, device=op.device)
     for lo in range(0, op.n, _CHUNK):
         hi = min(lo + _CHUNK, op.n)
-        x = xt[lo:hi].astype(np.float64) * op.sqrt_deg[lo:hi, None]
-        out += x.T @ x
-    return out
+        x = xt[lo:hi].double()
+        out += x.T @ (x * op.deg[lo:hi, None])
+    return out.cpu().numpy()
 
 
-def _orthonormalize(op: _Operator, xt: np.ndarray, rng: np.random.Generator) -> int:
+def _rotate(op: _Operator, xt: Tensor, t: np.ndarray, cols: int) -> None:
+    """``X~[:, :cols] = X~ @ t`` in float64 row chunks, in place (``t``: ``[b, cols]``)."""
+    tt = torch.from_numpy(np.ascontiguousarray(t)).to(op.device)
+    for lo in range(0, op.n, _CHUNK):
+        hi = min(lo + _CHUNK, op.n)
+        xt[lo:hi, :cols] = xt[lo:hi].double() @ tt
+
+
+def _orthonormalize(op: _Operator, xt: Tensor, rng: np.random.Generator) -> int:
     """Make the columns of ``X = D^{1/2} X~`` an orthonormal basis of their numerical span, in place;
     directions lost to rounding (Gram eigenvalues below 1e-9 of the largest) are replaced by random
     columns (left for Rayleigh-Ritz, which takes the Gram matrix into account).  Returns the rank kept."""
@@ -397,40 +457,38 @@ def _orthonormalize(op: _Operator, xt: np.ndarray, rng: np.random.Generator) -> 
     w, v = np.linalg.eigh(g / scale[:, None] / scale[None, :])
     w, v = w[::-1], v[:, ::-1]
     r = int(np.sum(w > 1e-9 * max(w[0], 1e-300)))
-    t = (v[:, :r] / np.sqrt(w[:r])) / scale[:, None]
-    for lo in range(0, op.n, _CHUNK):
-        hi = min(lo + _CHUNK, op.n)
-        xt[lo:hi, :r] = (xt[lo:hi].astype(np.float64) @ t).astype(np.float32)
+    _rotate(op, xt, (v[:, :r] / np.sqrt(w[:r])) / scale[:, None], r)
     if r < xt.shape[1]:
         _random_columns(op, xt, r, rng)
         op.deflate(xt)
     return r
 
 
-def _rayleigh_ritz(op: _Operator, xt: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _rayleigh_ritz(op: _Operator, xt: Tensor) -> Tuple[np.ndarray, np.ndarray]:
     """Rotate ``X~`` to the Ritz vectors (decreasing Ritz values) in place; returns ``(theta, residuals)``."""
     b = xt.shape[1]
-    h = np.zeros((b, b))
-    g = np.zeros((b, b))
-    mm = np.zeros((b, b))
-    buf = np.empty((_CHUNK, b))
+    h = torch.zeros((b, b), dtype=torch.float64, device=op.device)
+    g = torch.zeros_like(h)
+    mm = torch.zeros_like(h)
+    buf = torch.empty((min(_CHUNK, op.n), b), dtype=torch.float64, device=op.device)
     for lo in range(0, op.n, _CHUNK):
         hi = min(lo + _CHUNK, op.n)
         w = buf[: hi - lo]
         op.apply(xt, xt, w, 1.0, 0.0, 0.0, lo, hi)  # (P X~)[lo:hi], float64
-        sx = w * op.sqrt_deg[lo:hi, None]          # (S X)[lo:hi]
-        x = xt[lo:hi].astype(np.float64) * op.sqrt_deg[lo:hi, None]
-        h += x.T @ sx
-        g += sx.T @ sx
+        sd = op.sqrt_deg[lo:hi, None]
+        w *= sd                                   # (S X)[lo:hi]
+        x = xt[lo:hi].double()
+        x *= sd                                   # X[lo:hi]
+        h += x.T @ w
+        g += w.T @ w
         mm += x.T @ x
+    h, g, mm = h.cpu().numpy(), g.cpu().numpy(), mm.cpu().numpy()
     h = 0.5 * (h + h.T)
     theta, v = _generalized_eigh(h, 0.5 * (mm + mm.T))
     order = np.argsort(-theta, kind="stable")
     theta, v = theta[order], v[:, order]
     resid = np.sqrt(np.maximum(np.einsum("ij,ik,kj->j", v, g, v) - theta ** 2, 0.0))
-    for lo in range(0, op.n, _CHUNK):
-        hi = min(lo + _CHUNK, op.n)
-        xt[lo:hi] = (xt[lo:hi].astype(np.float64) @ v).astype(np.float32)
+    _rotate(op, xt, v, b)
     return theta, resid
 
 

@@ -13,8 +13,9 @@ count with their multiplicity, self loops kept), as ``random_walk.adjacency_matr
 from __future__ import annotations
 
 import contextlib
-
-from typing import Tuple
+import types
+import warnings
+from typing import Optional, Tuple
 
 import numba
 import numpy as np
@@ -299,11 +300,12 @@ def nnz_balanced_bounds(indptr: np.ndarray, parts: int) -> np.ndarray:
 
 
 def single_threaded_blas():
-    """Run BLAS/LAPACK on one thread inside the context (restored afterwards; a no-op without
-    ``threadpoolctl``).  The solvers' BLAS work is memory-bound (ARPACK's ``[N, ncv]`` gemv, the
-    Chebyshev filter's ``X^T Y`` on ``[65536, 64]`` blocks) and threads do not speed it up, while on
-    a loaded machine OpenBLAS's spinning threads slow it several-fold (measured: a 2000 x 2000
-    ``eigh`` 4.4 s -> 0.6 s; ``X^T Y`` 4x) and compete with the numba kernels' threads."""
+    """Run numpy/scipy's BLAS/LAPACK on one thread inside the context (restored afterwards; a no-op
+    without ``threadpoolctl``).  What is left there is small (``eigh`` of ``[b, b]`` matrices,
+    ARPACK's ``[N, ncv]`` gemv) and memory-bound, and on a loaded machine OpenBLAS's spinning threads
+    slow it several-fold (measured: a 2000 x 2000 ``eigh`` 4.4 s -> 0.6 s) and compete with the
+    numba kernels' threads.  The ``[N, b]`` dense passes of the large solvers run in torch instead,
+    on :func:`pe_threads`'s threads."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover
@@ -311,9 +313,68 @@ def single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def kernel_threads() -> int:
-    """Threads for the parallel kernels: torch's thread count, capped by numba's."""
-    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+def compiled_variants(py_func, **options):
+    """``(parallel, serial)`` numba compilations of one kernel whose loop over row ranges is a
+    ``numba.prange`` (a plain ``range`` in the serial one).
+
+    Each gets its own ``__qualname__`` (``<name>__parallel`` / ``<name>__serial``) and so its own
+    on-disk cache file: numba's cache index is keyed by signature and bytecode, *not* by the
+    ``parallel`` flag, so two compilations of the same function share one cache entry and whichever
+    was compiled first (e.g. the serial one, by a test on a small graph) was loaded for both ever
+    after: the "parallel" kernels of this package then ran on one thread.
+    """
+    out = []
+    for parallel in (True, False):
+        name = f"{py_func.__name__}__{'parallel' if parallel else 'serial'}"
+        func = types.FunctionType(py_func.__code__, py_func.__globals__, name, py_func.__defaults__,
+                                  py_func.__closure__)
+        func.__qualname__ = name
+        func.__doc__ = py_func.__doc__
+        func.__module__ = py_func.__module__
+        out.append(numba.njit(parallel=parallel, cache=True, nogil=True, **options)(func))
+    return tuple(out)
+
+
+def kernel_threads(threads: Optional[int] = None) -> int:
+    """Threads for the parallel kernels: ``threads`` if given, else torch's thread count; capped by
+    numba's pool (``NUMBA_NUM_THREADS``, the core count by default)."""
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be None (torch's thread count) or a positive int, got {threads!r}")
+    want = torch.get_num_threads() if threads is None else threads
+    return max(1, min(want, numba.config.NUMBA_NUM_THREADS))
+
+
+class pe_threads:
+    """Context manager: run numba's parallel kernels and torch's ops on ``threads`` threads (resolved
+    by :func:`kernel_threads`), restoring both thread counts on exit.
+
+    Why explicit: numba's OpenMP threading layer can reset ``torch.get_num_threads()`` when it
+    starts, and ``numba.set_num_threads`` may have been lowered by other code; the large PE solvers
+    split rows into exactly ``threads`` ranges (``nnz_balanced_bounds``) and want one thread per
+    range.  The row kernels write every output row from its own inputs only, so their results do not
+    depend on the thread count (bit-identical; ``tests/pe/test_threads.py``).
+    """
+
+    def __init__(self, threads: Optional[int] = None):
+        self.threads = kernel_threads(threads)
+
+    def __enter__(self):
+        self.torch_threads = torch.get_num_threads()
+        self.numba_threads = None
+        if self.threads > 1:  # setting numba's count starts its threading layer: only when used
+            try:
+                self.numba_threads = numba.get_num_threads()
+                numba.set_num_threads(self.threads)
+            except (ValueError, RuntimeError):  # pragma: no cover - no threading layer
+                self.numba_threads = None
+        torch.set_num_threads(self.threads)
+        return self
+
+    def __exit__(self, *exc):
+        if self.numba_threads is not None:
+            numba.set_num_threads(self.numba_threads)
+        torch.set_num_threads(self.torch_threads)
+        return False
 
 
 class keep_torch_threads:
@@ -328,3 +389,65 @@ class keep_torch_threads:
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
         return False
+
+
+#: accepted values of the PE classes' ``device`` option
+DEVICE_CHOICES = "'auto', 'cpu', 'cuda' or 'cuda:<index>'"
+
+
+def check_device(device: str) -> str:
+    """Validate a PE ``device`` option (a string, kept as given in the PE's repr)."""
+    if not isinstance(device, str):
+        raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {device!r}")
+    if device in ("auto", "cpu", "cuda"):
+        return device
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return device
+    raise ValueError(f"device={device!r} must be one of {DEVICE_CHOICES}")
+
+
+def kernel_device(device: str) -> Optional[torch.device]:
+    """Where a PE's products run: ``None`` = the compiled numba kernels on the CPU (``"cpu"``, and
+    ``"auto"`` without CUDA), else the torch device of the sparse-CSR path (``"cuda[:i]"``, and
+    ``"auto"`` when CUDA is available).  A CUDA device that is not there is refused."""
+    device = check_device(device)
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return None
+    if device == "auto":
+        return torch.device("cuda")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or 'auto'")
+    dev = torch.device(device)
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return dev
+
+
+def torch_csr_adjacency(indptr: np.ndarray, indices: np.ndarray, device: torch.device,
+                        dtype: torch.dtype = torch.float32) -> Tensor:
+    """``A`` (entries 1, duplicates kept as separate entries) as a ``torch.sparse_csr_tensor`` on
+    ``device``; int32 index arrays when ``nnz < 2^31`` (half the memory; cuSPARSE takes them)."""
+    n = indptr.shape[0] - 1
+    nnz = int(indptr[-1]) if n else 0
+    idx = torch.int32 if nnz < 2 ** 31 and n < 2 ** 31 else torch.int64
+    with warnings.catch_warnings():  # memory-mapped (read-only) arrays: only read here
+        warnings.simplefilter("ignore", UserWarning)
+        crow = torch.from_numpy(np.asarray(indptr)).to(device=device, dtype=idx)
+        col = torch.from_numpy(np.asarray(indices)).to(device=device, dtype=idx)
+    values = torch.ones(nnz, dtype=dtype, device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(crow, col, values, (n, n), check_invariants=False)
+
+
+def torch_csr_rows(a: Tensor, lo: int, hi: int) -> Tensor:
+    """Rows ``lo..hi-1`` of a sparse CSR tensor as a ``[hi - lo, N]`` sparse CSR tensor (views of its
+    arrays, no copy of the entries)."""
+    if lo == 0 and hi == a.shape[0]:
+        return a
+    crow, col, val = a.crow_indices(), a.col_indices(), a.values()
+    start, stop = int(crow[lo]), int(crow[hi])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow[lo:hi + 1] - start, col[start:stop], val[start:stop],
+                                       (hi - lo, a.shape[1]), check_invariants=False)

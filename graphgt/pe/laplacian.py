@@ -57,7 +57,8 @@ import torch
 from torch import Tensor
 
 from graphgt.pe.base import PositionalEncoding, edge_index_numpy
-from graphgt.pe.csr import as_csr_arrays, csr_components, simple_undirected, single_threaded_blas, subgraph_csr
+from graphgt.pe.csr import (as_csr_arrays, check_device, csr_components, kernel_device, kernel_threads,
+                            simple_undirected, single_threaded_blas, subgraph_csr)
 
 _NORMALIZATIONS = ("sym", "rw")
 _SOLVERS = ("auto", "arpack", "chebyshev")
@@ -111,6 +112,14 @@ class LaplacianPE(PositionalEncoding):
         block_size: the Chebyshev solver's block of vectors (``None``: ``max(64, k + 16)``); should
             exceed ``k`` plus the size of a cluster of nearly equal eigenvalues around the ``k``-th
             (graphs with ``C`` communities have ``C - 1`` small eigenvalues close together).
+        device: where the Chebyshev solver runs (the other solvers always run on the CPU):
+            ``"auto"`` (default: CUDA when ``torch.cuda.is_available()``, else the CPU; ``pe/`` does
+            not know the trainer's device, so pass it explicitly to pin one), ``"cpu"`` (compiled
+            numba kernels), ``"cuda"`` / ``"cuda:<i>"`` (``torch.sparse_csr_tensor`` products on the
+            GPU).  Devices agree to the solver's tolerance, not bit for bit; not part of :meth:`cache_key`.
+        threads: CPU threads of the Chebyshev solver (numba kernels and torch's dense passes); ``None``
+            (default): ``torch.get_num_threads()``.  Thread counts restored afterwards; the numba
+            products are bit-identical for any count.  Not part of :meth:`cache_key`.
 
     Shapes:
         - ``compute(edge_index: [2, E], N) -> {"lap_vec": FloatTensor[N, k], "lap_val": FloatTensor[N, k]}``
@@ -122,7 +131,7 @@ class LaplacianPE(PositionalEncoding):
     def __init__(self, k: int = 8, normalization: str = "sym", eigsh_threshold: int = 2000,
                  tol: float = 1e-8, ncv: int | None = None, max_iter: int | None = None,
                  solver: str = "auto", chebyshev_threshold: int = 100_000, residual_tol: float = 1e-4,
-                 block_size: int | None = None):
+                 block_size: int | None = None, device: str = "auto", threads: int | None = None):
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive int (number of eigenpairs), got {k!r}")
         if normalization not in _NORMALIZATIONS:
@@ -154,6 +163,18 @@ class LaplacianPE(PositionalEncoding):
         self.chebyshev_threshold = chebyshev_threshold
         self.residual_tol = float(residual_tol)
         self.block_size = block_size
+        self.device = check_device(device)
+        kernel_threads(threads)  # validates
+        self.threads = threads
+
+    def cache_key(self) -> str:
+        # device and threads change the values by float rounding only (within residual_tol)
+        params = ",".join(f"{k}={v!r}" for k, v in sorted(vars(self).items())
+                          if not k.startswith("_") and k not in ("device", "threads"))
+        return f"{type(self).__name__}({params})"
+
+    def __repr__(self) -> str:
+        return f"{self.cache_key()[:-1]},device={self.device!r},threads={self.threads!r})"
 
     @property
     def in_dim(self) -> int:
@@ -237,7 +258,8 @@ class LaplacianPE(PositionalEncoding):
             from graphgt.pe.chebyshev import top_eigenpairs
 
             block = self.block_size if self.block_size is not None else max(64, self.k + 16)
-            theta, vecs, _, _ = top_eigenpairs(sub_indptr, sub_indices, kc - 1, block=block, tol=self.residual_tol)
+            theta, vecs, _, _ = top_eigenpairs(sub_indptr, sub_indices, kc - 1, block=block, tol=self.residual_tol,
+                                               device=kernel_device(self.device), threads=self.threads)
             vals = np.concatenate([[0.0], 1.0 - theta])
             vecs = np.concatenate([np.zeros((n_c, 1)), vecs], axis=1)
         else:

@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from graphgt.pe.base import PositionalEncoding, edge_index_numpy
-from graphgt.pe.csr import nnz_balanced_bounds
+from graphgt.pe.csr import compiled_variants, nnz_balanced_bounds
 
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
@@ -121,8 +121,9 @@ def _spmm_dots_py(indptr, indices, data, y, z, bounds, acc):  # pragma: no cover
                 a_zz[j] += zr[j] * zr[j]
 
 
-_spmm_dots_parallel = numba.njit(parallel=True, cache=True, fastmath={"contract"})(_spmm_dots_py)
-_spmm_dots_serial = numba.njit(cache=True, fastmath={"contract"})(_spmm_dots_py)
+# distinct cache entries for the two compilations (csr.compiled_variants: numba's cache does not key on
+# ``parallel``, and a shared entry made the parallel kernel the serial one)
+_spmm_dots_parallel, _spmm_dots_serial = compiled_variants(_spmm_dots_py, fastmath={"contract"})
 #: below this many multiply-adds per product, thread start-up costs more than it saves
 _PARALLEL_MIN_WORK = 1 << 20
 

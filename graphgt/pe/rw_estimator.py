@@ -81,7 +81,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numba
 import numpy as np
@@ -89,8 +89,9 @@ import torch
 from torch import Tensor
 
 from graphgt.pe.base import PositionalEncoding
-from graphgt.pe.csr import (REORDER_MIN_NNZ, as_csr_arrays, csr_from_edge_index, csr_is_symmetric,
-                            degree_ordered, kernel_threads, keep_torch_threads, nnz_balanced_bounds)
+from graphgt.pe.csr import (REORDER_MIN_NNZ, as_csr_arrays, check_device, compiled_variants, csr_from_edge_index,
+                            csr_is_symmetric, degree_ordered, kernel_device, kernel_threads,
+                            nnz_balanced_bounds, pe_threads, torch_csr_adjacency)
 
 _METHODS = ("gram", "hutchinson")
 
@@ -159,8 +160,16 @@ def _propagate_py(indptr, indices, inv_deg, x, w, out, bounds, sq, cross):  # pr
             cross[r] = o
 
 
-_propagate_parallel = numba.njit(parallel=True, cache=True, nogil=True, fastmath={"contract", "reassoc"})(_propagate_py)
-_propagate_serial = numba.njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})(_propagate_py)
+_propagate_parallel, _propagate_serial = compiled_variants(_propagate_py, fastmath={"contract", "reassoc"})
+
+
+def _propagate_torch(adj: Tensor, inv_deg: Tensor, x: Tensor, w: Tensor, out: Tensor, sq: Tensor,
+                     cross: Tensor) -> None:
+    """:func:`_propagate_py` with a ``torch.sparse_csr_tensor`` ``adj`` (entries 1) on any device."""
+    out.copy_(adj @ x)
+    out *= inv_deg[:, None]
+    sq.copy_(torch.einsum("rj,rj->r", out, out))
+    cross.copy_(torch.einsum("rj,rj->r", w, out))
 #: below this many additions per product, thread start-up costs more than it saves
 _PARALLEL_MIN_WORK = 1 << 20
 
@@ -237,7 +246,7 @@ def gram_bound(raw_even: np.ndarray, s2: np.ndarray, steps: int, probes: int, de
     return out
 
 
-def exact_rwse_nodes(indptr, indices, nodes, steps: int) -> np.ndarray:
+def exact_rwse_nodes(indptr, indices, nodes, steps: int, threads: Optional[int] = None) -> np.ndarray:
     """Exact ``(P^t)_{ii}``, ``t = 1..steps``, for a few nodes ``i`` of an undirected graph (to check
     the estimator at scales where :class:`RandomWalkSE` cannot run): ``[len(nodes), steps]`` float64.
 
@@ -256,7 +265,7 @@ def exact_rwse_nodes(indptr, indices, nodes, steps: int) -> np.ndarray:
     nxt = np.empty_like(x)
     sq = np.empty(n, dtype=np.float32)
     cr = np.empty(n, dtype=np.float32)
-    parts = kernel_threads()
+    parts = kernel_threads(threads)
     kernel = _propagate_parallel if parts > 1 else _propagate_serial
     bounds = nnz_balanced_bounds(indptr, parts) if parts > 1 else np.array([0, n], dtype=np.int64)
     out = np.zeros((b, steps))
@@ -269,7 +278,7 @@ def exact_rwse_nodes(indptr, indices, nodes, steps: int) -> np.ndarray:
                              v[lo:lo + chunk].astype(np.float64))
         return acc
 
-    with keep_torch_threads():
+    with pe_threads(threads):
         for m in range(1, (steps + 1) // 2 + 1):
             kernel(indptr, indices, inv_deg, x, x, nxt, bounds, sq, cr)
             if 2 * m - 1 <= steps:
@@ -323,7 +332,13 @@ class RandomWalkSEEstimator(PositionalEncoding):
         check_symmetric: verify ``A == A^T`` (an ``O(nnz)`` hash check); directed graphs are refused.
         reorder: on graphs of at least ``csr.REORDER_MIN_NNZ`` entries, run the products on a copy
             relabelled by degree (``csr.degree_ordered``: faster gathers; same probes per node, so
-            the same result up to float rounding; memory: one more ``indices`` array).
+            the same result up to float rounding; memory: one more ``indices`` array).  Numba path only.
+        device: where the products run: ``"auto"`` (default: CUDA when ``torch.cuda.is_available()``,
+            else the CPU; ``pe/`` does not know the trainer's device, so pass it to pin one),
+            ``"cpu"`` (compiled numba kernels), ``"cuda"`` / ``"cuda:<i>"`` (``torch.sparse_csr_tensor``
+            products; the same probes, so the same result up to float32 rounding).  Not in :meth:`cache_key`.
+        threads: CPU threads of the numba kernels (``None``, default: ``torch.get_num_threads()``; both
+            counts restored afterwards); the result is bit-identical for any count.  Not in :meth:`cache_key`.
 
     Shapes:
         - ``compute(edge_index: [2, E], N) -> {"rwse": FloatTensor[N, steps]}``
@@ -333,7 +348,8 @@ class RandomWalkSEEstimator(PositionalEncoding):
 
     def __init__(self, steps: int = 16, probes: int = 256, seed: int = 0, exact_steps: int = 2,
                  delta: float = 0.05, method: str = "gram", probe_block: int = 64,
-                 check_symmetric: bool = True, reorder: bool = True):
+                 check_symmetric: bool = True, reorder: bool = True, device: str = "auto",
+                 threads: int | None = None):
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive int (walk lengths 1..steps), got {steps!r}")
         if not isinstance(probes, int) or probes < 1:
@@ -355,20 +371,24 @@ class RandomWalkSEEstimator(PositionalEncoding):
         self.probe_block = probe_block
         self.check_symmetric = bool(check_symmetric)
         self.reorder = bool(reorder)
+        self.device = check_device(device)
+        kernel_threads(threads)  # validates
+        self.threads = threads
 
     @property
     def in_dim(self) -> int:
         return self.steps
 
     def cache_key(self) -> str:
-        # delta (bound only), probe_block, check_symmetric and reorder do not change the values
+        # delta (bound only), probe_block, check_symmetric, reorder, device and threads do not change
+        # the values (beyond float rounding)
         return (f"{type(self).__name__}(steps={self.steps}, probes={self.probes}, seed={self.seed}, "
                 f"exact_steps={self.exact_steps}, method={self.method!r})")
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(steps={self.steps}, probes={self.probes}, seed={self.seed}, "
                 f"exact_steps={self.exact_steps}, delta={self.delta}, method={self.method!r}, "
-                f"probe_block={self.probe_block})")
+                f"probe_block={self.probe_block}, device={self.device!r}, threads={self.threads!r})")
 
     # ------------------------------------------------------------------ protocol
     def compute(self, edge_index: Tensor, num_nodes: int) -> Dict[str, Tensor]:
@@ -398,30 +418,26 @@ class RandomWalkSEEstimator(PositionalEncoding):
             return RWSEEstimate(values, np.zeros((0, steps)), np.zeros(0), self.probes, self.delta, self.method)
         s1, s2 = exact_first_steps(indptr, indices)
         deg = np.diff(indptr).astype(np.float64)
-        with keep_torch_threads():
-            order = None
-            if self.reorder and int(indptr[-1]) >= REORDER_MIN_NNZ:
-                p_indptr, p_indices, order = degree_ordered(indptr, indices)
-            else:
-                p_indptr, p_indices = indptr, indices
-            if self.method == "gram":
-                even, cross = self._gram_sums(p_indptr, p_indices, order)
-                del p_indptr, p_indices
-                raw_even = np.empty((n, even.shape[1] + 1))
-                raw_even[:, 0] = 1.0
-                np.divide(even, self.probes, out=raw_even[:, 1:])
-                del even
-                for t in range(1, steps + 1):  # t = 2m: Q_m; t = 2m - 1: cross sum of step m
-                    m = (t + 1) // 2
-                    values[:, t - 1] = raw_even[:, m] if t % 2 == 0 else cross[:, m - 1] / self.probes
-                del cross
-                bound = gram_bound(raw_even, s2, steps, self.probes, self.delta)
-                del raw_even
-            else:
-                values[:] = self._hutchinson_sums(p_indptr, p_indices, order)
-                values /= self.probes
-                bound = np.repeat(hutchinson_bound(s2, self.probes, self.delta)[:, None], steps, axis=1)
-                bound[:, 0] = np.minimum(bound[:, 0], np.minimum(1.0, np.sqrt(s2)))
+        device = kernel_device(self.device)
+        sums = probe_sums(indptr, indices, self.steps, self.probes, seed=self.seed, method=self.method,
+                          probe_block=self.probe_block, reorder=self.reorder, device=device, threads=self.threads)
+        if self.method == "gram":
+            even, cross = sums
+            raw_even = np.empty((n, even.shape[1] + 1))
+            raw_even[:, 0] = 1.0
+            np.divide(even, self.probes, out=raw_even[:, 1:])
+            del even
+            for t in range(1, steps + 1):  # t = 2m: Q_m; t = 2m - 1: cross sum of step m
+                m = (t + 1) // 2
+                values[:, t - 1] = raw_even[:, m] if t % 2 == 0 else cross[:, m - 1] / self.probes
+            del cross
+            bound = gram_bound(raw_even, s2, steps, self.probes, self.delta)
+            del raw_even
+        else:
+            values[:] = sums
+            values /= self.probes
+            bound = np.repeat(hutchinson_bound(s2, self.probes, self.delta)[:, None], steps, axis=1)
+            bound[:, 0] = np.minimum(bound[:, 0], np.minimum(1.0, np.sqrt(s2)))
         values[:, 0] = np.clip(values[:, 0], 0.0, np.minimum(1.0, np.sqrt(s2)))
         if steps > 1:
             np.clip(values[:, 1:], 0.0, s2[:, None], out=values[:, 1:])
@@ -434,66 +450,111 @@ class RandomWalkSEEstimator(PositionalEncoding):
         bound[isolated] = 0.0
         return RWSEEstimate(values, bound, s2, self.probes, self.delta, self.method)
 
-    def _blocks(self, indptr, order, buffers: int):
-        """Per probe block: ``(Z, spare buffers..., deg, inv_deg, inv_sqrt_deg, kernel, bounds)`` with
-        ``Z`` the block's probes ``[N, b]`` (rows in the kernel's node order) and ``buffers - 1``
-        spare ``[N, b]`` float32 arrays; all of them reuse ``buffers`` allocations of
-        ``N * probe_block`` floats (so a block's arrays are freed before the next one's exist)."""
-        n = indptr.shape[0] - 1
+
+# ---------------------------------------------------------------------------------------- products
+def probe_sums(indptr: np.ndarray, indices: np.ndarray, steps: int, probes: int, seed: int = 0,
+               method: str = "gram", probe_block: int = 64, reorder: bool = True,
+               device: Optional[torch.device] = None, threads: Optional[int] = None):
+    """The estimator's probe sums (``O(ceil(T/2) nnz s)`` for ``gram``, ``O(T nnz s)`` for ``hutchinson``).
+
+    Returns ``(even [N, M], cross [N, M])`` for ``method="gram"`` (sums over probes of ``(Y_m)_i^2``
+    and ``(Y_{m-1})_i (Y_m)_i``, ``m = 1..M = ceil(steps / 2)``) and ``[N, steps]`` (sums of
+    ``z_i (Y_t)_i``) for ``"hutchinson"``; float64, in the input node order.
+
+    ``device=None``: compiled numba kernels on the CPU over ``threads`` row ranges (bit-identical for
+    any thread count), on a degree-relabelled copy of the graph if ``reorder`` and the graph has at
+    least ``csr.REORDER_MIN_NNZ`` entries; a torch device (``"cuda"``, also ``"cpu"``): the same
+    probes and recurrence with ``torch.sparse_csr_tensor`` products on that device (float32 sums
+    ordered by torch: equal to the numba path up to float32 rounding).
+    """
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    n = indptr.shape[0] - 1
+    with pe_threads(threads) as pt:
+        order = None
+        if device is None and reorder and int(indptr[-1]) >= REORDER_MIN_NNZ:
+            indptr, indices, order = degree_ordered(indptr, indices)
+        runner = _Products(indptr, indices, probes, probe_block, seed, order, pt.threads, device)
+        if method == "gram":
+            big_m = (steps + 1) // 2
+            even = torch.zeros((big_m, n), dtype=torch.float64, device=runner.device)
+            cross = torch.zeros_like(even)
+            for x, nxt in runner.blocks(2):
+                x *= runner.inv_sqrt[:, None]  # X_0 = D^{-1/2} Z (in place: Z itself is not needed again)
+                for m in range(big_m):
+                    runner.propagate(x, x, nxt)
+                    even[m] += runner.deg * runner.sq  # d_i <X_m, X_m>_i = |Y_m|_i^2
+                    cross[m] += runner.deg * runner.cr
+                    x, nxt = nxt, x
+            return runner.original_order(even), runner.original_order(cross)
+        out = torch.zeros((steps, n), dtype=torch.float64, device=runner.device)
+        sqrt_deg = runner.deg.sqrt()
+        for z, x, nxt in runner.blocks(3):
+            torch.mul(z, runner.inv_sqrt[:, None], out=x)
+            for t in range(steps):
+                runner.propagate(x, z, nxt)
+                out[t] += sqrt_deg * runner.cr  # sqrt(d_i) <Z, X_t>_i = <Z, Y_t>_i
+                x, nxt = nxt, x
+        return runner.original_order(out)
+
+
+class _Products:
+    """Probe blocks and ``X -> D^{-1} A X`` (fused row dots) on the numba kernels or torch's sparse CSR."""
+
+    def __init__(self, indptr, indices, probes: int, probe_block: int, seed: int, order, threads: int,
+                 device: Optional[torch.device]):
+        self.indptr, self.indices = indptr, indices
+        self.n = n = indptr.shape[0] - 1
+        self.probes, self.probe_block, self.seed, self.order = probes, probe_block, seed, order
+        self.numba = device is None
+        self.device = torch.device("cpu") if device is None else torch.device(device)
         deg = np.diff(indptr).astype(np.float64)
-        parts = kernel_threads()
-        nnz = int(indptr[-1])
-        bounds = nnz_balanced_bounds(indptr, parts) if parts > 1 else np.array([0, n], dtype=np.int64)
         inv_deg = np.where(deg > 0, 1.0 / np.maximum(deg, 1.0), 0.0).astype(np.float32)
-        inv_sqrt = np.sqrt(inv_deg)
+        self.deg = torch.from_numpy(deg).to(self.device)
+        self.inv_deg = torch.from_numpy(inv_deg).to(self.device)
+        self.inv_sqrt = self.inv_deg.sqrt()
+        self.sq = torch.empty(n, dtype=torch.float32, device=self.device)
+        self.cr = torch.empty_like(self.sq)
+        if self.numba:
+            self.parts = threads
+            self.bounds = nnz_balanced_bounds(indptr, threads) if threads > 1 else np.array([0, n], dtype=np.int64)
+            self.inv_deg_np = inv_deg
+        else:
+            self.adj = torch_csr_adjacency(indptr, indices, self.device)
+
+    def blocks(self, buffers: int):
+        """Per probe block: ``buffers`` float32 ``[N, w]`` tensors, the first holding the block's probes
+        (rows in the kernel's node order); they reuse ``buffers`` allocations of ``N * probe_block``
+        floats (a block's arrays are freed before the next one's exist)."""
+        n = self.n
         width = min(self.probe_block, self.probes)
-        flat = [np.empty(n * width, dtype=np.float32) for _ in range(buffers)]
+        flat = [torch.empty(n * width, dtype=torch.float32, device=self.device) for _ in range(buffers)]
         for start in range(0, self.probes, self.probe_block):
             stop = min(start + self.probe_block, self.probes)
             w = stop - start
-            arrays = [f[: n * w].reshape(n, w) for f in flat]  # C-contiguous views
-            parallel = parts > 1 and nnz * w >= _PARALLEL_MIN_WORK
-            kernel = _propagate_parallel if parallel else _propagate_serial
-            b = bounds if parallel else np.array([0, n], dtype=np.int64)
-            rademacher_probes(n, start, stop, self.seed, order, out=arrays[0])  # each node keeps its probes
-            yield (*arrays, deg, inv_deg, inv_sqrt, kernel, b)
+            arrays = [f[: n * w].view(n, w) for f in flat]  # contiguous views
+            if self.numba:
+                rademacher_probes(n, start, stop, self.seed, self.order, out=arrays[0].numpy())
+                parallel = self.parts > 1 and int(self.indptr[-1]) * w >= _PARALLEL_MIN_WORK
+                self.kernel = _propagate_parallel if parallel else _propagate_serial
+                self.kernel_bounds = self.bounds if parallel else np.array([0, n], dtype=np.int64)
+            else:
+                arrays[0].copy_(torch.from_numpy(rademacher_probes(n, start, stop, self.seed, self.order)))
+            yield arrays
 
-    @staticmethod
-    def _original_order(rows: np.ndarray, order) -> np.ndarray:
-        """``[T, N]`` sums in kernel order -> ``[N, T]`` in the original node order."""
-        if order is None:
+    def propagate(self, x: Tensor, w: Tensor, out: Tensor) -> None:
+        """``out = D^{-1} A x``; ``self.sq[r] = <out_r, out_r>``, ``self.cr[r] = <w_r, out_r>``."""
+        if self.numba:
+            self.kernel(self.indptr, self.indices, self.inv_deg_np, x.numpy(), w.numpy(), out.numpy(),
+                        self.kernel_bounds, self.sq.numpy(), self.cr.numpy())
+        else:
+            _propagate_torch(self.adj, self.inv_deg, x, w, out, self.sq, self.cr)
+
+    def original_order(self, rows: Tensor) -> np.ndarray:
+        """``[T, N]`` sums in kernel order -> ``[N, T]`` numpy in the original node order."""
+        rows = rows.cpu().numpy()
+        if self.order is None:
             return rows.T
         out = np.empty((rows.shape[1], rows.shape[0]))
-        out[order] = rows.T
+        out[self.order] = rows.T
         return out
-
-    def _gram_sums(self, indptr, indices, order) -> Tuple[np.ndarray, np.ndarray]:
-        """``(even [N, M], cross [N, M])``: probe sums of ``(Y_m)_i^2`` and ``(Y_{m-1})_i (Y_m)_i``, m = 1..M."""
-        n, big_m = indptr.shape[0] - 1, (self.steps + 1) // 2
-        even = np.zeros((big_m, n))
-        cross = np.zeros((big_m, n))
-        sq = np.empty(n, dtype=np.float32)
-        cr = np.empty(n, dtype=np.float32)
-        for x, nxt, deg, inv_deg, inv_sqrt, kernel, bounds in self._blocks(indptr, order, 2):
-            x *= inv_sqrt[:, None]  # X_0 = D^{-1/2} Z (in place: Z itself is not needed again)
-            for m in range(big_m):
-                kernel(indptr, indices, inv_deg, x, x, nxt, bounds, sq, cr)
-                even[m] += deg * sq  # d_i <X_m, X_m>_i = |Y_m|_i^2
-                cross[m] += deg * cr
-                x, nxt = nxt, x
-        return self._original_order(even, order), self._original_order(cross, order)
-
-    def _hutchinson_sums(self, indptr, indices, order) -> np.ndarray:
-        """``[N, T]`` probe sums of ``z_i (Y_t)_i``."""
-        n = indptr.shape[0] - 1
-        out = np.zeros((self.steps, n))
-        sq = np.empty(n, dtype=np.float32)
-        cr = np.empty(n, dtype=np.float32)
-        for z, x, nxt, deg, inv_deg, inv_sqrt, kernel, bounds in self._blocks(indptr, order, 3):
-            sqrt_deg = np.sqrt(deg)
-            np.multiply(z, inv_sqrt[:, None], out=x)
-            for t in range(self.steps):
-                kernel(indptr, indices, inv_deg, x, z, nxt, bounds, sq, cr)
-                out[t] += sqrt_deg * cr  # sqrt(d_i) <Z, X_t>_i = <Z, Y_t>_i
-                x, nxt = nxt, x
-        return self._original_order(out, order)

@@ -41,7 +41,8 @@ LAST, BEST = "last.pt", "best.pt"
 
 #: config keys that may change between a run and its resume (a dotted prefix matches the subtree)
 RESUMABLE_CHANGES = ("trainer.resume", "trainer.progress", "trainer.distributed", "trainer.device",
-                     "data.num_workers", "data.prefetch_factor", "cache_dir", "logger")
+                     "trainer.compile", "data.num_workers", "data.prefetch_factor", "data.placement", "cache_dir",
+                     "logger")
 
 
 # ------------------------------------------------------------------------------------------ RNG

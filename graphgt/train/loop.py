@@ -26,12 +26,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from graphgt.data.base import DataModule
+from graphgt.data.prefetch import prefetch
+from graphgt.train.precision import check_compile, maybe_compile, resolve_bf16
 from graphgt.errors import CheckpointError, DistributedError, NonFiniteLossError, Preempted
 from graphgt.train.checkpoint import (BEST, LAST, capture_rng, load_model_state, require_resumable, restore_rng,
                                       save_checkpoint)
@@ -124,7 +126,11 @@ class Trainer:
         grad_clip: max global gradient norm (``None``: no clipping).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...  Under DDP on GPUs each rank uses
             ``cuda:LOCAL_RANK``.
-        bf16: autocast to bfloat16 on CUDA (ignored on CPU).
+        bf16: ``auto`` (bf16 autocast on CUDA for models whose widest projection is >= 128
+            wide, see :func:`graphgt.train.precision.resolve_bf16`), ``true`` (always, CPU too)
+            or ``false``.
+        compile: ``false``, ``true`` or a ``torch.compile`` mode: compile the model's forward
+            (:func:`graphgt.train.precision.maybe_compile`, dynamic shapes).
         progress: tqdm bars over epochs and (when there is more than one) batches (rank 0 only).
         checkpoint: write ``last.pt`` (every epoch, and on SIGTERM/SIGINT) and ``best.pt`` (on
             improvement), atomically, from rank 0.
@@ -148,7 +154,8 @@ class Trainer:
 
     def __init__(self, max_epochs: int = 100, optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
                  scheduler: Optional[WarmupCosine] = None, grad_clip: Optional[float] = 1.0,
-                 device: str = "auto", bf16: bool = True, progress: bool = True, checkpoint: bool = True,
+                 device: str = "auto", bf16: Union[bool, str] = "auto",
+                 compile: Union[bool, str] = False, progress: bool = True, checkpoint: bool = True,
                  limit_train_batches: Optional[int] = None, test_every_epoch: bool = True,
                  evaluate_test: bool = True, accumulate_grad_batches: int = 1, sync_batchnorm: bool = False,
                  distributed: Optional[DDPConfig] = None):
@@ -166,7 +173,9 @@ class Trainer:
         self.scheduler = scheduler
         self.grad_clip = grad_clip
         self.device = resolve_device(device)
-        self.bf16 = bf16 and self.device.type == "cuda"
+        # validated now (before any compute); the model-dependent ``auto`` is settled in _Run
+        self.bf16_setting, self.compile = bf16, check_compile(compile)
+        self.bf16 = resolve_bf16(bf16, self.device, nn.Identity())
         self.progress = progress
         self.checkpoint = checkpoint
         self.accumulate_grad_batches = int(accumulate_grad_batches)
@@ -265,18 +274,25 @@ class Trainer:
         Under DDP each rank evaluates its round-robin share of the batches with the plain model
         (no DDP wrapper, no collectives in the forward pass), then the predictions are reassembled
         in single-process order (:meth:`Dist.gather_batches`): the result equals one process's.
+        A loader with a ``predict(model, device) -> (pred, target)`` method (layer-wise inference)
+        computes the whole split itself, identically on every rank.
         """
         dist = dist or Dist()
         model.eval()
-        preds, targets = [], []
-        for batch in self._bar(loader, desc, show=dist.is_main):
-            batch = batch.to(self.device)
+        if callable(getattr(loader, "predict", None)):  # layer-wise inference: the whole split at once
             with self._autocast():
-                out = model(batch)
-            pred, y = select(out.float(), batch)
-            preds.append(pred.cpu())
-            targets.append(y.cpu())
-        pred, target = dist.gather_batches(preds), dist.gather_batches(targets)
+                pred, target = loader.predict(model, self.device)
+            pred = pred.float()
+        else:
+            preds, targets = [], []
+            for batch in self._bar(loader, desc, show=dist.is_main):
+                batch = batch.to(self.device)
+                with self._autocast():
+                    out = model(batch)
+                pred, y = select(out.float(), batch)
+                preds.append(pred.cpu())
+                targets.append(y.cpu())
+            pred, target = dist.gather_batches(preds), dist.gather_batches(targets)
         if pred.numel() and not bool(torch.isfinite(pred).all()):
             raise NonFiniteLossError(
                 f"the model's {desc} predictions contain NaN/inf ({int((~torch.isfinite(pred)).sum())} of "
@@ -362,7 +378,8 @@ class Trainer:
 
     def __repr__(self) -> str:
         return (f"Trainer(max_epochs={self.max_epochs}, scheduler={self.scheduler!r}, grad_clip={self.grad_clip}, "
-                f"device='{self.device}', bf16={self.bf16}, accumulate_grad_batches={self.accumulate_grad_batches}, "
+                f"device='{self.device}', bf16={self.bf16}, compile={self.compile!r}, "
+                f"accumulate_grad_batches={self.accumulate_grad_batches}, "
                 f"distributed={self.distributed!r})")
 
 
@@ -380,9 +397,13 @@ class _Run:
             from graphgt.nn.sync_batchnorm import convert_sync_batchnorm
 
             model = convert_sync_batchnorm(model)
+        trainer.bf16 = resolve_bf16(trainer.bf16_setting, trainer.device, model)
         self.model = model
         self.optimizer = trainer.optimizer(model.parameters())
-        self.train_loader = data.train_loader(seed, dist.rank, dist.world_size)
+        # the data module learns where the batches are consumed (it may keep its features there), and
+        # every loader is wrapped to copy batch i + 1 to the device while batch i trains
+        data.place(trainer.device)
+        self.train_loader = prefetch(data.train_loader(seed, dist.rank, dist.world_size), trainer.device)
         batches = len(self.train_loader) if hasattr(self.train_loader, "__len__") else 1
         if trainer.limit_train_batches is not None:
             batches = min(batches, trainer.limit_train_batches)
@@ -396,8 +417,9 @@ class _Run:
         self.sums = EpochSums()
         self.train_model: nn.Module = model  # wrapped for DDP by start(), after a checkpoint is restored
         self.best_state: Optional[Dict[str, Tensor]] = None
-        self.val_loader = data.val_loader(dist.rank, dist.world_size)
-        self.test_loader = data.test_loader(dist.rank, dist.world_size) if trainer.evaluate_test else None
+        self.val_loader = prefetch(data.val_loader(dist.rank, dist.world_size), trainer.device)
+        self.test_loader = prefetch(data.test_loader(dist.rank, dist.world_size), trainer.device) \
+            if trainer.evaluate_test else None
         self.last_path = run_dir / LAST
 
     def restore(self, state: Mapping[str, Any], path: Path) -> None:
@@ -406,7 +428,7 @@ class _Run:
 
     def start(self) -> None:
         """The module that trains: the model, or its DDP wrapper (which broadcasts rank 0's weights)."""
-        self.train_model = self.trainer._wrap(self.model, self.dist)
+        self.train_model = self.trainer._wrap(maybe_compile(self.model, self.trainer.compile), self.dist)
 
     def hint(self) -> str:
         return (f"The last good checkpoint is '{self.last_path}' (epoch {self.position['epoch'] - 1} done). "

@@ -102,3 +102,29 @@ def test_test_split_once_at_the_end_with_best_weights(tmp_path):
     trainer, _ = build_trainer(cfg2)
     expected = trainer.evaluate(model, data.test_loader(), build_objective(data.spec)).metric
     assert r["test_at_best_val"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_sampled_training_is_the_same_with_workers_and_device_placement(tmp_path):
+    """The trainer consumes the store loaders through the prefetcher: main-process gathering, workers
+    gathering into shared memory, and features placed on the device (on CPU: one torch tensor) give
+    bit-identical runs; ``data.place`` learns the trainer's device."""
+    from tests.data.store.test_node import csbm_store
+
+    store = csbm_store(tmp_path / "csbm", num_nodes=600)
+    base = ["data=store", f"data.source.path={store.path}", "model=mpnn", "local=sage", "attention=none",
+            "model.raw_io=true", "model.hidden=16", "trainer.max_epochs=2", "trainer.progress=false",
+            "trainer.checkpoint=false", "logger=none", "pe=none", "data.batch_size=64",
+            "data.eval_batch_size=128", "data.sampler.fanouts=[5,3]", "trainer.limit_train_batches=3"]
+    torch.set_num_threads(1)
+    results = [run(*_compose(base + extra, tmp_path / f"run{i}"))
+               for i, extra in enumerate([["data.num_workers=0", "data.placement=cpu"],
+                                          ["data.num_workers=2", "data.placement=cpu"],
+                                          ["data.num_workers=1", "data.placement=device"]])]
+    for r in results[1:]:
+        for key in ("final_train_loss", "best_val", "test_at_best_val"):
+            assert r[key] == results[0][key], key
+
+
+def _compose(overrides, run_dir):
+    cfg, choices = compose_with_choices(overrides)
+    return cfg, run_dir, choices

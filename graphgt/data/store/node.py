@@ -16,7 +16,7 @@ training loop and every model are the same as for in-memory datasets.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -189,6 +189,14 @@ class InMemorySource(StoreSource):
 # ------------------------------------------------------------------------------------------- module
 
 
+def _int_or_keep(value: Any) -> Any:
+    """``int(value)`` for integral values (Hydra gives ints), else ``value`` itself for check() to refuse."""
+    try:
+        return int(value) if int(value) == value and not isinstance(value, bool) else value
+    except (TypeError, ValueError):
+        return value
+
+
 def task_from_meta(store: GraphStore) -> Task:
     """The :class:`Task` stored in ``meta["task"]`` (metric: OGB's Evaluator for OGB datasets)."""
     task = store.meta.get("task")
@@ -210,8 +218,15 @@ class StoreNodeData(DataModule):
             evaluation closer to full-neighbourhood inference.
         batch_size: seeds per training batch.
         eval_batch_size: seeds per evaluation batch (default ``batch_size``).
-        num_workers: sampling worker processes (each maps the store itself).
+        num_workers: worker processes that sample and gather (each maps the store itself); ``auto``
+            = one per core of this rank's share, at most 8, 0 on one core
+            (:func:`~graphgt.data.sampling.loader.resolve_num_workers`).
         prefetch_factor: batches each worker prepares ahead.
+        placement: ``auto``, ``cpu`` or ``device``: where the gathered arrays (features, labels, PEs,
+            hop features) live (:func:`~graphgt.data.sampling.loader.resolve_placement`): ``device``
+            copies them once to the trainer's device and gathers each batch there; ``auto`` does so
+            on a CUDA device when they take less than ``DEVICE_MEMORY_FRACTION`` (0.4) of its free
+            memory, else ``cpu`` (host gathering in the workers).
         store_root: where built stores live (default ``<cache_dir>/stores``).
         release_every: drop the store's mapped pages from RSS every this many batches (0: never;
             for stores larger than RAM, e.g. papers100M).
@@ -219,20 +234,31 @@ class StoreNodeData(DataModule):
             their ``token_xhop`` (LargeGT's propagated token features,
             :mod:`graphgt.data.store.hop_features`); 0 = none.
         hop_norm: the propagation matrix of ``hop_features``: ``gcn`` or ``mean``.
+        layerwise_eval: ``None`` (evaluate with sampled batches of ``eval_sampler``) or a factory
+            ``(store, split_ids, pe_keys=...) -> LayerwiseInference`` (a Hydra partial,
+            ``data/layerwise_eval=ram|disk``): exact full-neighbourhood evaluation, one layer at a time
+            over all nodes (:class:`graphgt.data.layerwise.LayerwiseInference`; MPNN/GPS models
+            without global attention).
     """
 
     def __init__(self, source: StoreSource, sampler: SamplerFactory, eval_sampler: Optional[SamplerFactory] = None,
-                 batch_size: int = 1024, eval_batch_size: Optional[int] = None, num_workers: int = 0,
-                 prefetch_factor: int = 2, store_root: Optional[str] = None, release_every: int = 0,
-                 hop_features: int = 0, hop_norm: str = "gcn"):
+                 batch_size: int = 1024, eval_batch_size: Optional[int] = None,
+                 num_workers: Union[int, str] = "auto", prefetch_factor: int = 2, store_root: Optional[str] = None,
+                 release_every: int = 0, hop_features: int = 0, hop_norm: str = "gcn", placement: str = "auto",
+                 layerwise_eval: Optional[Callable[..., Any]] = None):
         self.source = source
         self.sampler, self.eval_sampler = sampler, eval_sampler or sampler
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.num_workers, self.prefetch_factor = int(num_workers), int(prefetch_factor)
+        self.num_workers = num_workers if num_workers == "auto" else _int_or_keep(num_workers)
+        self.prefetch_factor = int(prefetch_factor)
+        self.placement = str(placement)
+        self.device: Any = None
+        self._device_rows: Any = None  # one device copy of the arrays, shared by the three loaders
         self.store_root = store_root
         self.release_every = int(release_every)
         self.hop_features, self.hop_norm = int(hop_features), str(hop_norm)
+        self.layerwise_eval = layerwise_eval
         self.store: Optional[GraphStore] = None
         self._spec: Optional[DataSpec] = None
         self._pe_keys: Sequence[str] = ()
@@ -248,8 +274,17 @@ class StoreNodeData(DataModule):
                            ("prefetch_factor", self.prefetch_factor)):
             if value < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {value}")
-        if self.num_workers < 0 or self.release_every < 0:
-            raise ConfigError("data.num_workers and data.release_every must be >= 0")
+        from graphgt.data.sampling.loader import PLACEMENTS
+
+        if self.num_workers != "auto" and (not isinstance(self.num_workers, int) or self.num_workers < 0):
+            raise ConfigError(f"data.num_workers={self.num_workers!r} must be 'auto' or an int >= 0")
+        if self.release_every < 0:
+            raise ConfigError(f"data.release_every must be >= 0, got {self.release_every}")
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"data.placement='{self.placement}' must be one of {list(PLACEMENTS)}")
+        if self.layerwise_eval is not None and not callable(self.layerwise_eval):
+            raise ConfigError(f"data.layerwise_eval={self.layerwise_eval!r} must be null or a factory of "
+                              "graphgt.data.layerwise.LayerwiseInference (data/layerwise_eval=ram or disk)")
         from graphgt.data.store.hop_features import NORMS
 
         if self.hop_features < 0:
@@ -295,6 +330,23 @@ class StoreNodeData(DataModule):
             if not self.store.has(f"split/{name}") or self.store.split(name).shape[0] == 0:
                 raise ConfigError(f"graph store '{self.store.path}' has an empty or missing '{name}' split")
 
+    def place(self, device: Any) -> None:
+        """The trainer's device: loaders resolve ``placement`` against it and yield batches for it."""
+        if self.device is None or str(device) != str(self.device):
+            self._device_rows = None
+        self.device = device
+
+    def _rows(self) -> Any:
+        """The arrays on the device when ``placement`` resolves to ``device`` (built once), else ``None``."""
+        from graphgt.data.sampling.loader import DeviceRows, resolve_placement
+
+        if self._device_rows is None:
+            need = DeviceRows.feature_bytes(self.store, self._pe_keys, self.hop_features) \
+                if self.placement == "auto" else 0
+            if resolve_placement(self.placement, self.device, need) == "device":
+                self._device_rows = DeviceRows(self.store, self._pe_keys, self.hop_features, self.device or "cpu")
+        return self._device_rows
+
     @property
     def spec(self) -> DataSpec:
         if self._spec is None:
@@ -306,25 +358,37 @@ class StoreNodeData(DataModule):
 
         if not self._samplers:
             raise RuntimeError("StoreNodeData: call setup(pes, cache_dir) before asking for loaders")
+        rows = self._rows()
         return NodeLoader(self.store, np.asarray(self.store.split(split)),
                           self._samplers["train" if shuffle else "eval"],
                           batch_size=self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
                           seed=seed, num_workers=self.num_workers, prefetch_factor=self.prefetch_factor,
                           rank=rank, world_size=world_size, pe_keys=self._pe_keys,
-                          release_every=self.release_every, hop_features=self.hop_features)
+                          release_every=self.release_every, hop_features=self.hop_features,
+                          placement="cpu" if rows is None else "device", device=self.device, device_rows=rows)
 
     def train_loader(self, seed: int, rank: int = 0, world_size: int = 1) -> Iterable:
         """Shuffled sampled batches (this rank's part of each); a new deterministic order every epoch."""
         return self._loader("train", True, seed, rank, world_size)
 
+    def _eval_loader(self, split: str, rank: int, world_size: int) -> Iterable:
+        if self.layerwise_eval is None:
+            return self._loader(split, False, 0, rank, world_size)
+        if self.store is None:
+            raise RuntimeError("StoreNodeData: call setup(pes, cache_dir) before asking for loaders")
+        # one process computes every node exactly: each DDP rank gets the same, complete predictions
+        return self.layerwise_eval(self.store, np.asarray(self.store.split(split)), pe_keys=self._pe_keys)
+
     def val_loader(self, rank: int = 0, world_size: int = 1) -> Iterable:
-        """Every validation node exactly once over all ranks, in order, with deterministic sampling."""
-        return self._loader("val", False, 0, rank, world_size)
+        """Every validation node exactly once over all ranks, in order, with deterministic sampling
+        (or one :class:`~graphgt.data.layerwise.LayerwiseInference` with ``layerwise_eval``)."""
+        return self._eval_loader("val", rank, world_size)
 
     def test_loader(self, rank: int = 0, world_size: int = 1) -> Iterable:
-        return self._loader("test", False, 0, rank, world_size)
+        return self._eval_loader("test", rank, world_size)
 
     def __repr__(self) -> str:
         return (f"StoreNodeData(source={self.source!r}, batch_size={self.batch_size}, "
-                f"eval_batch_size={self.eval_batch_size}, num_workers={self.num_workers})")
+                f"eval_batch_size={self.eval_batch_size}, num_workers={self.num_workers!r}, placement={self.placement!r}, "
+                f"layerwise_eval={'off' if self.layerwise_eval is None else 'on'})")
 

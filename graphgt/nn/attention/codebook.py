@@ -23,19 +23,25 @@ def nearest_centroid(x: Tensor, centroids: Tensor, chunk_size: int = 65536) -> T
     = \operatorname{argmin}_c \big(\lVert\mathbf{c}_c\rVert^2
     - 2\,\mathbf{x}_i^\top\mathbf{c}_c\big)`,
     computed for ``chunk_size`` rows at a time (memory :math:`O(\text{chunk} \cdot K)`); ties go to
-    the lowest centroid index.
+    the lowest centroid index. Computed in float32 (float64 if either input is), with autocast
+    disabled, whatever the input dtype: the EMA update runs inside the trainer's bf16 autocast.
 
     Shapes:
         x ``[N, d]``, centroids ``[K, d]`` -> ``LongTensor[N]``.
     """
     if chunk_size < 1:
         raise ValueError(f"nearest_centroid: chunk_size={chunk_size} must be >= 1.")
-    c_sq = centroids.pow(2).sum(dim=1)                                       # [K]
+    acc = torch.promote_types(torch.promote_types(x.dtype, centroids.dtype), torch.float32)
+    x, centroids = x.to(acc), centroids.to(acc)
     out = torch.empty(x.size(0), dtype=torch.long, device=x.device)
-    for s in range(0, x.size(0), chunk_size):
-        xs = x[s:s + chunk_size]
-        dist_sq = torch.addmm(c_sq, xs, centroids.T, beta=1.0, alpha=-2.0)   # [n, K] (+ const/row)
-        out[s:s + xs.size(0)] = dist_sq.argmin(dim=1)
+    # autocast off: it would run addmm in bf16, whose distances (8 significant bits) tie and
+    # misassign inputs whose nearest centroids differ by less than ~1% of their norm
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        c_sq = centroids.pow(2).sum(dim=1)                                   # [K]
+        for s in range(0, x.size(0), chunk_size):
+            xs = x[s:s + chunk_size]
+            dist_sq = torch.addmm(c_sq, xs, centroids.T, beta=1.0, alpha=-2.0)  # [n, K] (+ const/row)
+            out[s:s + xs.size(0)] = dist_sq.argmin(dim=1)
     return out
 
 

@@ -247,14 +247,27 @@ class ExpanderAttention(GlobalAttention):
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, src: Tensor, dst: Tensor,
                 num_targets: int) -> Tensor:
         """Softmax attention of the targets ``q [T, H, dh]`` over the edges ``src -> dst`` into
-        ``k, v [S, H, dh]`` -> heads ``[T, H, dh]`` (zero for a target without edges)."""
-        logits = (q[dst] * k[src]).sum(-1) * self.head_dim ** -0.5                 # [E, H]
+        ``k, v [S, H, dh]`` -> heads ``[T, H, dh]`` in ``v``'s dtype (zero for a target without
+        edges).
+
+        Mixed precision: the logits are summed into float32 (``sum(dtype=...)``, the products
+        stay in the input dtype), the softmax (max, exp, normaliser) and the weighted sum of the
+        values are computed and accumulated in float32, and only the result is cast back to
+        ``v.dtype``. Under bf16 autocast this keeps the per-target sums exact to float32 however
+        many edges a target has (an ``index_add_`` into a bf16 buffer loses the small terms of a
+        hub's sum on CUDA, where it accumulates in bf16), and the accumulator's dtype never
+        depends on which ops autocast runs in float32 (CUDA's autocast runs ``exp`` in float32,
+        CPU's does not: a buffer allocated in ``q``'s dtype then mismatched the float32 source).
+        """
+        acc = torch.promote_types(v.dtype, torch.float32)                  # fp32 (float64 stays)
+        logits = (q[dst] * k[src]).sum(-1, dtype=acc) * self.head_dim ** -0.5      # [E, H]
         alpha = softmax(logits, dst, num_nodes=num_targets)                        # [E, H]
         if self.training and self.dropout > 0:
             keep, scale = byte_dropout_keep(alpha.shape, self.dropout, alpha.device)
             alpha = torch.where(keep, alpha * scale, 0.0)
-        out = q.new_zeros(num_targets, self.heads, self.head_dim)
-        return out.index_add_(0, dst, alpha.unsqueeze(-1) * v[src])
+        out = torch.zeros(num_targets, self.heads, self.head_dim, dtype=acc, device=v.device)
+        out.index_add_(0, dst, alpha.unsqueeze(-1) * v[src])          # promoted to acc
+        return out.to(v.dtype)
 
     def forward(self, x: Tensor, ctx: AttentionContext) -> Tensor:
         N = x.size(0)
@@ -266,7 +279,8 @@ class ExpanderAttention(GlobalAttention):
         if self.num_virtual > 0:
             S = ctx.num_graphs * self.num_virtual                                  # virtual slots
             stage1, stage2 = self.virtual_edges(N, ctx)
-            virtual = self.virtual.to(x.dtype)
+            # a bf16 x (autocast) keeps the learned virtual nodes in float32 in the residual
+            virtual = self.virtual.to(torch.promote_types(x.dtype, self.virtual.dtype))
             q_virt = self.in_proj(virtual).view(-1, 3, H, dh)[:, 0]                # [R, H, dh]
             heads1 = self._attend(q_virt.repeat(ctx.num_graphs, 1, 1), k, v,
                                   stage1[0], stage1[1], S)                         # [S, H, dh]

@@ -29,6 +29,10 @@ class FullAttention(GlobalAttention):
     so weights can be copied between the two. Cost :math:`O(\sum_g N_g^2 d)` time; memory is
     :math:`O(B N_{max}^2 H)` on backends that materialise the scores.
 
+    Mixed precision: under autocast the projections and ``scaled_dot_product_attention`` run in
+    bf16 (the fused kernels accumulate in float32); the explicit dropout path normalises its
+    softmax in float32 and casts the weights to ``v``'s dtype for the product.
+
     Args:
         dim: model width ``d``.
         heads: number of heads ``H`` (must divide ``dim``).
@@ -68,8 +72,8 @@ class FullAttention(GlobalAttention):
             if attn_mask is not None:
                 scores = scores.masked_fill(~attn_mask, float("-inf"))
             keep, scale = byte_dropout_keep(scores.shape, self.dropout, scores.device)
-            probs = torch.where(keep, scores.softmax(-1) * scale, 0.0)
-            out = probs @ v
+            probs = scores.softmax(-1, dtype=torch.promote_types(scores.dtype, torch.float32))
+            out = torch.where(keep, probs * scale, 0.0).to(v.dtype) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.out_proj(out.transpose(1, 2).reshape(B, L, self.dim))

@@ -107,6 +107,10 @@ class TopMAttention(GlobalAttention):
     nodes, so it lies in those three blocks); the outputs are then un-sorted. No loop over graphs;
     a node never attends to another graph (its window lies in its own graph).
 
+    Mixed precision: the relevance scores, the gate and the softmax (its normaliser) are float32
+    whatever the input dtype; the projections and the two attention matmuls run in whatever
+    autocast gives them (bf16 under the trainer's autocast).
+
     Cost: time :math:`O(N \log N + N m d + N d^2)`; memory :math:`O(N m H + N d)` (scores
     ``[N/b, H, b, 3b]``; never :math:`N \times N` nor :math:`N \times m \times d`), linear in
     ``N`` for fixed ``m`` (up to the sort's log factor).
@@ -151,8 +155,11 @@ class TopMAttention(GlobalAttention):
         nn.init.normal_(self.aux, std=self.dim ** -0.5)
 
     def relevance(self, x: Tensor) -> Tensor:
-        """Relevance scores ``s_i = cos(x_i, aux)``: ``[N, d] -> [N]`` (0 for a zero row)."""
-        return F.cosine_similarity(x, self.aux.to(x.dtype).unsqueeze(0), dim=-1)
+        """Relevance scores ``s_i = cos(x_i, aux)``: ``[N, d] -> [N]`` (0 for a zero row), in float32
+        (float64 for a float64 ``x``) whatever the input dtype: the ranking sorts them, and bf16
+        scores (8 significant bits) tie and reorder nodes that float32 tells apart."""
+        acc = torch.promote_types(x.dtype, torch.float32)
+        return F.cosine_similarity(x.to(acc), self.aux.to(acc).unsqueeze(0), dim=-1)
 
     def forward(self, x: Tensor, ctx: AttentionContext) -> Tensor:
         N = x.size(0)
@@ -191,7 +198,7 @@ class TopMAttention(GlobalAttention):
 
         scores = torch.einsum("nqhd,nkhd->nhqk", q, k) * self.head_dim ** -0.5  # [nb, H, b, 3b]
         scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
-        probs = scores.softmax(-1)
+        probs = scores.softmax(-1, dtype=torch.promote_types(scores.dtype, torch.float32))  # fp32
         if gate:
             s_q = F.pad(s[order], (0, L - N)).view(nb, b)                        # [nb, b]
             s_k = _neighbour_blocks(s_q)                                         # [nb, 3b]
@@ -200,7 +207,7 @@ class TopMAttention(GlobalAttention):
         if self.training and self.dropout > 0:
             keep, scale = byte_dropout_keep(probs.shape, self.dropout, probs.device)
             probs = torch.where(keep, probs * scale, 0.0)
-        out = torch.einsum("nhqk,nkhd->nqhd", probs, v).reshape(L, self.dim)[:N]  # sorted
+        out = torch.einsum("nhqk,nkhd->nqhd", probs.to(v.dtype), v).reshape(L, self.dim)[:N]  # sorted
         out = torch.empty_like(out).index_copy_(0, order, out)                    # un-sort
         return self.out_proj(out)
 

@@ -20,7 +20,36 @@ from __future__ import annotations
 import inspect
 from typing import Any, ClassVar, Optional, Tuple
 
+import torch
 from torch import Tensor, nn
+from torch_geometric.nn import MessagePassing
+
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _messages_to_fp32(module: nn.Module, args: tuple) -> Optional[tuple]:
+    """Forward pre-hook of an aggregation: bf16/fp16 messages (``args[0]``) -> float32."""
+    if args and isinstance(args[0], Tensor) and args[0].dtype in LOW_PRECISION:
+        return (args[0].float(),) + tuple(args[1:])
+    return None
+
+
+def fp32_aggregation(conv: MessagePassing) -> MessagePassing:
+    """Make ``conv`` aggregate its messages in float32 (returns ``conv``).
+
+    Under bf16 autocast a PyG convolution's messages are bf16 whenever they come straight out of
+    an autocast matmul (GIN's ``x_j`` in a bf16 layer stack, GAT's ``alpha * (W x)_j`` on CPU);
+    its sum/mean aggregation then accumulates in bf16, which on CUDA (atomic adds into a bf16
+    buffer) drops the small terms of a hub's sum: with 8 significant bits, once the partial sum is
+    256 times a term the term rounds away. A forward pre-hook on ``conv.aggr_module`` casts
+    low-precision messages to float32 before the aggregation; the output is then float32 (the
+    next autocast matmul casts it back to bf16). Float32/float64 messages are left as they are,
+    so without autocast nothing changes. (PyG skips its own message hooks under ``torch.compile``;
+    a module forward pre-hook is kept by it.)
+    """
+    conv.aggr_module.register_forward_pre_hook(_messages_to_fp32)
+    return conv
 
 
 class LocalMP(nn.Module):

@@ -6,7 +6,7 @@ from typing import Any, Optional, Tuple
 from torch import Tensor
 from torch_geometric.nn import GATConv
 
-from graphgt.nn.local.base import ConvAdapter
+from graphgt.nn.local.base import ConvAdapter, fp32_aggregation
 
 
 class GATLayer(ConvAdapter):
@@ -76,8 +76,8 @@ class GATLayer(ConvAdapter):
         self.edge_dim_aware = edge_dim_aware
         self.in_dim, self.out_dim = in_dim or dim, dim_out
         out_channels = dim_out // heads if concat else dim_out
-        self.conv = GATConv(self.in_dim, out_channels, heads=heads, concat=concat, dropout=attn_dropout,
-                            edge_dim=dim if edge_dim_aware else None)
+        self.conv = fp32_aggregation(GATConv(self.in_dim, out_channels, heads=heads, concat=concat,
+                                             dropout=attn_dropout, edge_dim=dim if edge_dim_aware else None))
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor] = None
                 ) -> Tuple[Tensor, Optional[Tensor]]:

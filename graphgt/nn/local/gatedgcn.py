@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
@@ -43,6 +44,9 @@ class GatedGCNLayer(LocalMP):
         dropout: dropout on the updated node and edge features (training only).
         residual: add the input node and edge features to the outputs.
         batch_norm: batch-normalise :math:`\hat{\mathbf{h}}` and :math:`\hat{\mathbf{e}}`.
+
+    Under autocast the five projections run in bf16; the gated sums over each node's edges (the
+    numerator and the normaliser) accumulate in float32.
 
     Shapes:
         x ``[N, d]``, edge_index ``[2, E]``, edge_attr ``[E, d]``
@@ -102,8 +106,11 @@ class GatedGCNLayer(LocalMP):
         num_nodes = x.size(0)
         e_hat = self.C(edge_attr) + self.D(x)[dst] + self.E(x)[src]  # [E, d]
         sigma = e_hat.sigmoid()                                       # [E, d]
-        num = scatter(sigma * self.B(x)[src], dst, dim=0, dim_size=num_nodes, reduce="sum")
-        den = scatter(sigma, dst, dim=0, dim_size=num_nodes, reduce="sum")
+        # the two sums over a node's edges accumulate in float32 (bf16 under autocast loses the
+        # small terms of a hub's sum); float64 stays float64
+        acc = torch.promote_types(sigma.dtype, torch.float32)
+        num = scatter((sigma * self.B(x)[src]).to(acc), dst, dim=0, dim_size=num_nodes, reduce="sum")
+        den = scatter(sigma.to(acc), dst, dim=0, dim_size=num_nodes, reduce="sum")
         h_hat = self.A(x) + num / (den + 1e-6)                        # [N, d]
 
         h = self.drop(F.relu(self.bn_node(h_hat)))

@@ -1,11 +1,13 @@
 """GCN (Kipf & Welling, 2017) as a :class:`LocalMP`."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
+import torch
+from torch import Tensor
 from torch_geometric.nn import GCNConv
 
-from graphgt.nn.local.base import ConvAdapter
+from graphgt.nn.local.base import ConvAdapter, fp32_aggregation
 
 
 class GCNLayer(ConvAdapter):
@@ -16,7 +18,8 @@ class GCNLayer(ConvAdapter):
         \mathbf{X}' = \hat{\mathbf{D}}^{-1/2} \hat{\mathbf{A}} \hat{\mathbf{D}}^{-1/2}
         \mathbf{X} \mathbf{\Theta} + \mathbf{b}, \qquad \hat{\mathbf{A}} = \mathbf{A} + \mathbf{I}
 
-    Edge features are not used; they are passed through untouched.
+    Edge features are not used; they are passed through untouched. Under autocast the linear
+    layer runs in bf16 while the degree normalisation and the aggregation stay float32.
 
     Args:
         dim: node feature width ``d`` (input and output).
@@ -40,7 +43,14 @@ class GCNLayer(ConvAdapter):
         self.dim, self.in_dim, self.out_dim = dim, in_dim or dim, out_dim or dim
         self.normalize = normalize
         self.cached = cached
-        self.conv = GCNConv(self.in_dim, self.out_dim, normalize=normalize, cached=cached)
+        self.conv = fp32_aggregation(GCNConv(self.in_dim, self.out_dim, normalize=normalize, cached=cached))
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor] = None
+                ) -> Tuple[Tensor, Optional[Tensor]]:
+        # GCNConv computes the degrees (a sum per node) and D^-1/2 in x's dtype: bf16 would round
+        # degrees above 256 and their inverse square roots; a float32 x keeps them float32 (its
+        # linear layer still runs in bf16 under autocast)
+        return self.conv(x.to(torch.promote_types(x.dtype, torch.float32)), edge_index), edge_attr
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self._dims_repr()}, normalize={self.normalize}, "

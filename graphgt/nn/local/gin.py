@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 from torch import Tensor, nn
 from torch_geometric.nn import GINConv, GINEConv
 
-from graphgt.nn.local.base import ConvAdapter, LocalMP
+from graphgt.nn.local.base import ConvAdapter, LocalMP, fp32_aggregation
 
 
 def _mlp(dim: int) -> nn.Sequential:
@@ -40,7 +40,7 @@ class GINLayer(ConvAdapter):
         super().__init__()
         self.dim = dim
         self.train_eps = train_eps
-        self.conv = GINConv(_mlp(dim), train_eps=train_eps)
+        self.conv = fp32_aggregation(GINConv(_mlp(dim), train_eps=train_eps))
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.dim}, train_eps={self.train_eps})"
@@ -74,7 +74,7 @@ class GINELayer(LocalMP):
         super().__init__()
         self.dim = dim
         self.train_eps = train_eps
-        self.conv = GINEConv(_mlp(dim), train_eps=train_eps)
+        self.conv = fp32_aggregation(GINEConv(_mlp(dim), train_eps=train_eps))
 
     def reset_parameters(self) -> None:
         self.conv.reset_parameters()

@@ -5,7 +5,7 @@ from typing import Optional
 
 from torch_geometric.nn import SAGEConv
 
-from graphgt.nn.local.base import ConvAdapter
+from graphgt.nn.local.base import ConvAdapter, fp32_aggregation
 
 
 class SAGELayer(ConvAdapter):
@@ -37,7 +37,7 @@ class SAGELayer(ConvAdapter):
         self.dim = dim
         self.aggr = aggr
         self.in_dim, self.out_dim = in_dim or dim, out_dim or dim
-        self.conv = SAGEConv(self.in_dim, self.out_dim, aggr=aggr)
+        self.conv = fp32_aggregation(SAGEConv(self.in_dim, self.out_dim, aggr=aggr))
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self._dims_repr()}, aggr={self.aggr!r})"

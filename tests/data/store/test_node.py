@@ -110,3 +110,31 @@ def test_ogb_node_dataset_from_raw_files_trains_from_the_cli_config(tmp_path, mo
                                                 "data.source.download=false"])
     with pytest.raises(ConfigError, match=r"OGB dataset ogbn-products not found.*prepare_ogb.py ogbn-products"):
         run(cfg, tmp_path / "run2", choices)
+
+
+@pytest.mark.parametrize("model", [
+    ["model=mpnn", "local=sage", "model.raw_io=true"],
+    # GPS without attention, with a stored PE read by the input encoder (not GCN here: a sampled
+    # batch normalises by in-batch degrees, so only layer-wise GCN is exact; tests/data/test_layerwise.py)
+    ["model=gps", "local=sage", "pe=rwse", "pe.rwse.compute.steps=4", "pe.rwse.encoder.out_dim=4"],
+], ids=["sage", "gps_sage_rwse"])
+def test_layerwise_evaluation_equals_full_neighbourhood_sampled_evaluation(tmp_path, store_path, model):
+    """``data/layerwise_eval=ram`` through the trainer: the same validation/test scores and losses
+    as sampled evaluation with every neighbour kept (fan-out -1), on the same trained weights."""
+    torch.set_num_threads(1)
+    args = ["data=store", f"data.source.path={store_path}", "attention=none", *model,
+            "model.hidden=16", "model.layers=2", "trainer.max_epochs=10",
+            "trainer.optimizer.lr=0.01", "data.sampler.fanouts=[5,5]", "data.num_workers=0"]
+    full = _run(tmp_path / "full", args + ["+data.eval_sampler._target_=graphgt.data.sampling.NeighborSampler",
+                                           "+data.eval_sampler._partial_=true", "+data.eval_sampler.fanouts=[-1,-1]"])
+    layerwise = _run(tmp_path / "lw", args + ["data/layerwise_eval=ram", "data.layerwise_eval.chunk_size=97"])
+    assert full["final_train_loss"] == layerwise["final_train_loss"]
+    for key in ("best_val", "test_at_best_val"):
+        assert layerwise[key] == pytest.approx(full[key], abs=1e-6), key
+    assert layerwise["best_val"] > 0.7  # learned (5 classes): equal scores are not both chance
+
+
+def test_layerwise_eval_must_be_a_factory(tmp_path, store_path):
+    with pytest.raises(ConfigError, match="data.layerwise_eval"):
+        _run(tmp_path, ["data=store", f"data.source.path={store_path}", "model=mpnn", "local=sage",
+                        "attention=none", "+data.layerwise_eval=3"])

@@ -43,14 +43,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from graphgt.config.keys import check_injected, consumed_for
 from graphgt.config.validate import validate_config
-from graphgt.errors import ConfigError, DistributedError, GraphGTError, Preempted, RunDirLocked
+from graphgt.errors import (CheckpointError, ConfigError, DistributedError, GraphGTError, Preempted,
+                            RunDirLocked)
 from graphgt.eval import get_metric
 from graphgt.io import atomic_write_json
 from graphgt.nn.model import count_parameters
 from graphgt.spec import DataSpec
-from graphgt.train import LAST, Objective, check_config, find_resume, load_checkpoint, loss_for
+from graphgt.train import LAST, Objective, check_config, find_resume, load_checkpoint, load_model_state, loss_for
 from graphgt.train.checkpoint import config_differences, format_differences, require_resumable
-from graphgt.train.distributed import env_world_size, init_distributed, launch, shutdown
+from graphgt.train.distributed import Dist, env_world_size, init_distributed, launch, shutdown
+from graphgt.train.logging import follow_log_files, log_files, run_name
+from graphgt.train.precision import resolve_bf16
 
 RESULTS = "results.json"
 #: what a directory holds once a run has written into it (refused as the run dir of a new run)
@@ -153,10 +156,101 @@ def build_objective(spec: DataSpec) -> Objective:
     return Objective(loss_sum=loss_for(spec.task.kind), metric=get_metric(spec.task.metric))
 
 
+@dataclass
+class Parts:
+    """The objects built from the config before any data is read (step 3 of :func:`run`)."""
+
+    data: Any
+    pe_cfg: Dict[str, DictConfig]
+    pes: Dict[str, Any]
+    local: Any
+    attention: Any
+
+
+def build_parts(cfg: DictConfig) -> Parts:
+    """The data module (``data.check()`` done: files present?), the PE computations and the
+    local/attention factories of ``cfg``; cheap, nothing is loaded or computed yet."""
+    data = instantiate(cfg.data)
+    data.check()
+    pe_cfg = _pe_entries(cfg)
+    pes = {name: instantiate(entry.compute) for name, entry in pe_cfg.items()}
+    return Parts(data, pe_cfg, pes, _optional(cfg.get("local"), "local"),
+                 _optional(cfg.get("attention"), "attention"))
+
+
+def build_model_and_data(cfg: DictConfig, choices: Optional[Mapping[str, str]] = None, dist: Optional[Dist] = None,
+                         parts: Optional[Parts] = None) -> Tuple[Any, torch.nn.Module, Objective]:
+    """``(data module, model, objective)`` of ``cfg``, exactly as a run builds them (steps 4-5 of
+    :func:`run`): seeded, data loaded and set up (splits, PEs), model built with fresh weights.
+    Used by :func:`run` and by :func:`evaluate_run` (``graphgt eval``), so both see the same
+    splits, positional encodings and model."""
+    parts = parts or build_parts(cfg)
+    dist = dist or Dist()
+    data, local, attention, pe_cfg, pes = parts.data, parts.local, parts.attention, parts.pe_cfg, parts.pes
+    seed_everything(cfg.seed)
+    if not dist.is_main:  # rank 0 builds the caches (stores, PEs, dataset copies) first
+        dist.barrier(long=True)
+    spec = data.load(Path(cfg.cache_dir))
+    if local is not None:
+        check_compatibility(local, spec, (choices or {}).get("local", "?"))
+    objective = _as_config_error(f"data ({spec.name})", lambda: build_objective(spec))
+    data.setup(list(pes.values()), Path(cfg.cache_dir))
+    if dist.is_main:
+        dist.barrier(long=True)
+    seed_everything(cfg.seed)
+    branches = [(pes[name], instantiate(entry.encoder)) for name, entry in pe_cfg.items()]
+    build_model = instantiate(cfg.model, _partial_=True)  # injected objects bypass OmegaConf (a DataSpec is a dataclass)
+    model = _as_config_error("model", lambda: build_model(**check_injected(
+        "model", {"spec": data.spec, "local": local, "attention": attention, "pe": branches})))
+    if dist.rank:
+        seed_everything(rank_seed(cfg.seed, dist.rank))  # own dropout masks on every rank
+    return data, model, objective
+
+
 def hardware() -> Dict[str, Any]:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def versions() -> Dict[str, Optional[str]]:
+    """The versions that make a result: graphgt, torch, PyG, ogb (null when not installed), Python."""
+    from importlib import metadata
+
+    import graphgt
+
+    out: Dict[str, Optional[str]] = {"graphgt": graphgt.__version__, "torch": torch.__version__}
+    for name in ("torch_geometric", "ogb"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    out["python"] = platform.python_version()
+    return out
+
+
+def git_state(timeout_s: float = 5.0) -> Optional[Dict[str, Any]]:
+    """``{"commit", "dirty"}`` of the git checkout graphgt is imported from (dirty: tracked files
+    changed since the commit), or None outside one: no git, not a checkout, graphgt not tracked
+    there (an install inside someone else's repository), or git slower than ``timeout_s``. Never
+    raises: provenance must not fail a run."""
+    import subprocess
+
+    package = Path(__file__).resolve().parent
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            done = subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True,
+                                  timeout=timeout_s, check=False, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--verify", "HEAD")
+    if not commit or git("ls-files", "--error-unmatch", "__init__.py") is None:
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
 # ---------------------------------------------------------------------------------------- the run
@@ -327,47 +421,26 @@ def _execute(cfg: DictConfig, plan: RunPlan, choices: Dict[str, str], record: Di
     run_dir = plan.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    data = instantiate(cfg.data)
-    data.check()
-    pe_cfg = _pe_entries(cfg)
-    pes = {name: instantiate(entry.compute) for name, entry in pe_cfg.items()}
-    local = _optional(cfg.get("local"), "local")
-    attention = _optional(cfg.get("attention"), "attention")
+    parts = build_parts(cfg)
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
 
     dist = init_distributed(trainer.distributed, trainer.device.type)
     failed = False
     try:
-        seed_everything(cfg.seed)
-        if not dist.is_main:  # rank 0 builds the caches (stores, PEs, dataset copies) first
-            dist.barrier(long=True)
-        spec = data.load(Path(cfg.cache_dir))
-        if local is not None:
-            check_compatibility(local, spec, choices.get("local", "?"))
-        objective = _as_config_error(f"data ({spec.name})", lambda: build_objective(spec))
-        data.setup(list(pes.values()), Path(cfg.cache_dir))
-        if dist.is_main:
-            dist.barrier(long=True)
-        seed_everything(cfg.seed)
-        branches = [(pes[name], instantiate(entry.encoder)) for name, entry in pe_cfg.items()]
-        build_model = instantiate(cfg.model, _partial_=True)  # injected objects bypass OmegaConf (a DataSpec is a dataclass)
-        model = _as_config_error("model", lambda: build_model(**check_injected(
-            "model", {"spec": data.spec, "local": local, "attention": attention, "pe": branches})))
-        if dist.rank:
-            seed_everything(rank_seed(cfg.seed, dist.rank))  # own dropout masks on every rank
+        data, model, objective = build_model_and_data(cfg, choices, dist, parts)
 
         if record and dist.is_main and not (run_dir / ".hydra").exists():
             write_record(run_dir, record)  # the run is accepted: record its config (a resumed run keeps its own)
         if logger is not None and dist.is_main:
             resume_epoch = None if plan.state is None else plan.state["position"]["epoch"] - 1
-            logger.start(run_dir, resolved, resume_epoch=resume_epoch)
+            logger.start(run_dir, resolved, resume_epoch=resume_epoch, name=run_name(choices, cfg.seed))
         results = trainer.fit(model, data, objective, run_dir, seed=cfg.seed, logger=logger, dist=dist,
                               resume_state=plan.state, resume_path=plan.resume_path, config=resolved)
         results.update({
             "dataset": data.spec.name, "num_params": count_parameters(model), "seed": cfg.seed,
             "duration_s": time.time() - t_start, "choices": choices, "model_repr": repr(model),
             "resumed_from": str(plan.resume_path) if plan.resume_path else None, "hardware": hardware(),
-            "run_dir": str(run_dir),
+            "versions": versions(), "git": git_state(), "run_dir": str(run_dir),
             "config": resolved,
         })
         if dist.is_main:
@@ -388,10 +461,13 @@ def _rank() -> int:
 
 # ------------------------------------------------------------------------------ worker processes
 def _worker(cfg: Dict[str, Any], run_dir: str, choices: Dict[str, str],
-            record: Dict[str, Any]) -> Tuple[str, Any]:
+            record: Dict[str, Any], logs: Tuple[str, ...] = ()) -> Tuple[str, Any]:
     """One DDP worker started by :func:`_launch` (the environment holds its rank); graphgt's errors
-    travel back to the launcher as they are (they pickle)."""
+    travel back to the launcher as they are (they pickle). Rank 0 logs to the launcher's ``logs``
+    (Hydra's ``cli.log``: spawned workers do not inherit Hydra's logging config)."""
     try:
+        if _rank() == 0:
+            follow_log_files(list(logs))
         config = OmegaConf.create(cfg)
         trainer, resume = build_trainer(config)
         return "ok", _run(config, Path(run_dir), choices, record, trainer, resume)
@@ -411,7 +487,7 @@ def _launch(cfg: DictConfig, run_dir: Path, choices: Dict[str, str], record: Dic
     print(f"graphgt: starting {ddp.processes_per_node()} DDP worker processes on this node "
           f"({ddp.world_size()} in all)", file=sys.stderr, flush=True)
     try:
-        outcomes = launch(ddp, _worker, container, str(run_dir), choices, plain_record)
+        outcomes = launch(ddp, _worker, container, str(run_dir), choices, plain_record, tuple(log_files()))
     except SignalException as e:
         raise Preempted(f"stopped by signal {int(e.sigval)}; the workers wrote their checkpoint", int(e.sigval)) \
             from None
@@ -423,5 +499,106 @@ def _launch(cfg: DictConfig, run_dir: Path, choices: Dict[str, str], record: Dic
     return outcomes[min(outcomes)][1]
 
 
+# ------------------------------------------------------------------------------ graphgt eval
+EVAL_SPLITS = ("val", "test")
+#: top-level keys of a recorded ``.hydra/config.yaml`` that the CLI does not pass to :func:`run`
+SWEEP_KEYS = ("objective",)
+EVAL_CHECKPOINTS = {"best": "best.pt", "last": LAST}
+
+
+def _recorded(run_dir: Path, ckpt: str, epoch: Optional[int], metric: str) -> Optional[Dict[str, float]]:
+    """What the run itself recorded for this checkpoint: ``best_val`` / ``test_at_best_val`` of
+    ``results.json`` for ``best.pt``, the ``metrics.csv`` row of the checkpoint's epoch for ``last.pt``."""
+    if ckpt == "best" and (run_dir / RESULTS).is_file():
+        results = json.loads((run_dir / RESULTS).read_text())
+        return {"val": results.get("best_val"), "test": results.get("test_at_best_val")}
+    if ckpt == "last" and epoch is not None and (run_dir / "metrics.csv").is_file():
+        import csv
+
+        with open(run_dir / "metrics.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                if str(row.get("epoch")) == str(epoch):
+                    return {split: float(row[f"{split}_{metric}"]) if row.get(f"{split}_{metric}") not in (None, "")
+                            else None for split in EVAL_SPLITS}
+    return None
+
+
+def _require_run_dir(run_dir: Path) -> None:
+    if not (run_dir / ".hydra" / "config.yaml").is_file():
+        raise ConfigError(f"'{run_dir}' is not a run directory of graphgt train (no .hydra/config.yaml, the run's "
+                          "config); pass the directory a run wrote (hydra.run.dir), or a checkpoint inside one")
+
+
+def resolve_eval_target(target: Path, ckpt: Optional[str] = None) -> Tuple[Path, Path, str]:
+    """``(run dir, checkpoint file, "best"|"last"|"file")`` for ``graphgt eval <run dir | checkpoint>``."""
+    target = Path(target)
+    if ckpt is not None and ckpt not in EVAL_CHECKPOINTS:
+        raise ConfigError(f"ckpt={ckpt} is not a checkpoint name; use ckpt=best or ckpt=last")
+    if target.is_file():
+        if ckpt is not None:
+            raise ConfigError(f"'{target}' is a checkpoint file: ckpt={ckpt} applies to a run directory only; "
+                              f"pass the run directory '{target.parent}' with ckpt={ckpt}, or the file alone")
+        kind = next((k for k, name in EVAL_CHECKPOINTS.items() if target.name == name), "file")
+        _require_run_dir(target.parent)
+        return target.parent, target, kind
+    if not target.is_dir():
+        raise ConfigError(f"'{target}' does not exist; pass a run directory of graphgt train (it holds "
+                          ".hydra/config.yaml and best.pt/last.pt) or one of its checkpoints")
+    _require_run_dir(target)
+    kind = ckpt or "best"
+    path = target / EVAL_CHECKPOINTS[kind]
+    if not path.is_file():
+        other = next((k for k, name in EVAL_CHECKPOINTS.items() if k != kind and (target / name).is_file()), None)
+        hint = (f"ckpt={other} evaluates its {EVAL_CHECKPOINTS[other]}" if other else
+                "the run wrote no checkpoint (trainer.checkpoint=false, or it stopped before its first epoch "
+                "ended); train it again with checkpoints")
+        raise CheckpointError(f"run directory '{target}' holds no {path.name} (ckpt={kind}); {hint}")
+    return target, path, kind
+
+
+def evaluate_run(target: Path, splits: Tuple[str, ...] = EVAL_SPLITS, ckpt: Optional[str] = None) -> Dict[str, Any]:
+    """Re-evaluate a finished (or stopped) run: its own config (``.hydra/config.yaml``), its
+    checkpoint (``best.pt`` by default), the same data, splits, PEs and model as the run built
+    (:func:`build_model_and_data`); the loss and metric of each split, with what the run recorded
+    (``results.json``'s ``best_val`` / ``test_at_best_val`` for ``best.pt``) beside them."""
+    for split in splits:
+        if split not in EVAL_SPLITS:
+            raise ConfigError(f"split={split} is not a split; use split=val, split=test or split=all")
+    run_dir, ckpt_path, kind = resolve_eval_target(Path(target), ckpt)
+    config_file = run_dir / ".hydra" / "config.yaml"
+    cfg = OmegaConf.load(config_file)
+    for key in SWEEP_KEYS:  # the sweeper's settings, recorded beside the run's config but not part of it
+        cfg.pop(key, None)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    state = load_checkpoint(ckpt_path)
+    if "model" not in state:
+        raise CheckpointError(f"checkpoint '{ckpt_path}' holds no model weights")
+    diff = config_differences(state.get("config") or {}, resolved) if state.get("config") is not None else []
+    if diff:
+        raise CheckpointError(f"checkpoint '{ckpt_path}' was written by a run with a different config than "
+                              f"{config_file}:\n  {format_differences(diff)}\nevaluate a checkpoint inside the run "
+                              "directory that wrote it")
+    validate_config(cfg)
+    trainer, _ = build_trainer(cfg)
+    results = json.loads((run_dir / RESULTS).read_text()) if (run_dir / RESULTS).is_file() else {}
+    data, model, objective = build_model_and_data(cfg, results.get("choices"))
+    load_model_state(model, state, ckpt_path)
+    model.to(trainer.device)
+    trainer.bf16 = resolve_bf16(trainer.bf16_setting, trainer.device, model)
+    data.place(trainer.device)
+    loaders = {"val": lambda: data.val_loader(0, 1), "test": lambda: data.test_loader(0, 1)}
+    scores = {}
+    for split in splits:
+        result = trainer.evaluate(model, loaders[split](), objective, split)
+        scores[split] = {"loss": result.loss, "metric": result.metric}
+    epoch = state.get("epoch") if "position" not in state else state["position"]["epoch"] - 1
+    name = objective.metric.name
+    recorded = _recorded(run_dir, kind, epoch, name)
+    return {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "ckpt": kind, "epoch": epoch, "metric": name,
+            "higher_is_better": objective.metric.higher_is_better, "splits": scores,
+            "recorded": {s: recorded.get(s) for s in splits} if recorded else None}
+
+
 __all__ = ["run", "plan_run", "check_run_dir", "check_compatibility", "build_trainer", "build_objective",
-           "seed_everything", "rank_seed", "count_parameters", "RESULTS"]
+           "seed_everything", "rank_seed", "count_parameters", "RESULTS", "build_parts", "build_model_and_data",
+           "evaluate_run"]

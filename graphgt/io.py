@@ -12,13 +12,20 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from graphgt.errors import WriteError
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """This process's umask.  Read from ``/proc/self/status`` where Linux shows it: setting it to read
+    it (``os.umask``) would, for a moment, give every file another thread creates mode 0666."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)  # the fallback: briefly stricter, never looser
     os.umask(mask)
     return mask
 
@@ -71,7 +78,14 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save(obj, path)``, atomically."""
+    import torch  # here, not at import: the light commands (report, reproduce) write files without torch
+
     _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    """``text`` at ``path``, atomically."""
+    _atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def atomic_write_json(obj: Any, path: Path) -> None:

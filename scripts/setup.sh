@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv with graphgt installed (editable). Usage: bash scripts/setup.sh [--dev]
-#   --dev   also install the test/optional tools (pytest, wandb, rdkit, matplotlib)
+#   --dev   also install the test/optional tools (pytest, wandb, rdkit, matplotlib, the Slurm
+#           launcher and the Optuna sweeper: all from PyPI)
 # torch: on a machine without an NVIDIA GPU the CPU build is installed (never a multi-GB CUDA
 # build); with a GPU the default (CUDA) build. Override with TORCH_SPEC="torch==X" / TORCH_INDEX=URL.
 set -euo pipefail

@@ -176,6 +176,8 @@ def import_target(path: str, key: str) -> Any:
     module_name, _, attr = path.rpartition(".")
     try:
         target = getattr(importlib.import_module(module_name), attr)
+    except ConfigError:  # the module itself says what is missing (e.g. logger=tensorboard without tensorboard)
+        raise
     except (ImportError, AttributeError, ValueError) as e:
         raise ConfigError(f"{key}._target_: cannot import '{path}' ({e}). Check the spelling of the class path.") from None
     why = refused_target(path, target)
@@ -286,6 +288,27 @@ def _walk(node: Any, path: str, errors: List[str]) -> None:
 
 REQUIRED_TOP = ("data", "model", "trainer", "seed")
 
+#: the results.json keys a sweep may optimise (``objective=``): validation-side scores only
+OBJECTIVES = {"best_val": "the run's best validation score, at the epoch whose weights are kept"}
+#: the default ``objective``
+DEFAULT_OBJECTIVE = "best_val"
+
+
+def check_objective(value: Any) -> str:
+    """The ``objective`` key (what a ``--multirun`` job returns to the sweeper): a validation-side
+    results key, never a test score.  Returns it, or raises a ConfigError naming the bad value."""
+    if value is None:
+        return DEFAULT_OBJECTIVE
+    valid = "; ".join(f"{k}: {why}" for k, why in OBJECTIVES.items())
+    if isinstance(value, str) and value in OBJECTIVES:
+        return value
+    if isinstance(value, str) and "test" in value.lower():
+        raise ConfigError(f"objective={value}: a sweep may not optimise a test score: choosing hyper-parameters "
+                          "by the test set leaks it into model selection, and the test figure is then no longer "
+                          f"an unbiased estimate. Use a validation score (valid: {valid}); the test score at the "
+                          "best validation epoch stays in each run's results.json")
+    raise ConfigError(f"objective={value!r}: not a validation score graphgt can return to a sweeper (valid: {valid})")
+
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise one :class:`ConfigError` listing every problem of ``cfg`` (resolves interpolations)."""
@@ -304,6 +327,11 @@ def validate_config(cfg: DictConfig) -> None:
             continue  # a preset's leftover after pe=none (run() names and ignores it)
         if not isinstance(entry, Mapping) or set(entry) != {"compute", "encoder"}:
             errors.append(f"pe.{name}: must hold exactly 'compute' and 'encoder' (see configs/pe/rwse.yaml)")
+    if "objective" in container:
+        try:
+            check_objective(container["objective"])
+        except ConfigError as e:
+            errors.append(str(e))
     _walk(container, "", errors)
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))

@@ -8,7 +8,7 @@ method, :meth:`Split.split`, shared by node-level and graph-level data modules::
 ``source`` is what the data module loaded (the single ``Data`` of a node-level dataset, or the
 dataset object of a graph-level one) and is only read by strategies that take their split from the
 data itself (:class:`MaskSplit`, :class:`OfficialSplit`); ``labels`` (``Tensor[num_items]`` of class
-ids) is only read by a stratified :class:`RandomSplit`.  Indices are sorted ``int64`` tensors.
+ids) is only read by a stratified :class:`RandomSplit` or :class:`KFoldSplit` (cross-validation).  Indices are sorted ``int64`` tensors.
 """
 from __future__ import annotations
 
@@ -357,3 +357,174 @@ class RandomSplit(Split):
             order = np.lexsort((rng.random(num_items), (rank + 0.5) / sizes))
             parts = self._cut(by_class[order])
         return SplitIndices(*(torch.sort(torch.as_tensor(p, dtype=torch.int64)).values for p in parts))
+
+
+def _class_labels(labels: Optional[Tensor], num_items: int, where: str) -> np.ndarray:
+    """One integer class id per item (``[N]`` or ``[N, 1]``), or a :class:`ConfigError` naming the fix."""
+    if labels is None:
+        raise ConfigError(f"{where}: stratify=true needs class labels, and this dataset has none "
+                          f"(set data.split.stratify=false)")
+    y = torch.as_tensor(labels)
+    if y.dim() > 1 and y.size(-1) == 1:
+        y = y.view(-1)
+    if y.dim() != 1 or y.numel() != num_items or y.is_floating_point():
+        raise ConfigError(f"{where}: stratify=true needs one integer class label per item; got labels of shape "
+                          f"{list(y.shape)} and dtype {y.dtype} (set data.split.stratify=false)")
+    return y.numpy()
+
+
+class KFoldSplit(Split):
+    """``k``-fold cross-validation: the items are dealt into ``k`` disjoint folds; fold ``fold`` is
+    the test set.
+
+    Validation (``val``): ``null`` (default) takes the **next fold**, ``(fold + 1) % k``, and trains on
+    the remaining ``k - 2`` folds, so every item is tested exactly once over ``fold = 0..k-1`` and the
+    validation set never overlaps test or train (as :class:`RandomSplit`, every item is in exactly
+    one of train/val/test). A fraction in ``(0, 1)`` instead keeps ``k - 1`` folds for training and
+    holds out that fraction of them (seeded, stratified like the folds) for validation.
+
+    Folds come either from a seeded, stratified shuffle of the items (``seed``, ``stratify``: each
+    class is dealt round-robin over the folds, so per class every fold holds ``⌊n_c/k⌋`` or
+    ``⌈n_c/k⌉`` items, and fold sizes differ by at most one; the folds depend only on
+    ``(num_items, labels, seed, k)``, never on the run's ``seed``), or from a file ``path``: a
+    ``.txt`` file with **one fold per line** (whitespace-separated item indices; ``k`` = the number of
+    lines; see :meth:`write_folds`) or a ``.json`` list of index lists. The folds of a file must be
+    disjoint; items in no fold are in no split.
+
+    Sweeping ``data.split.fold=0,1,...,k-1 seed=...`` and ``graphgt report`` gives one row with the
+    mean ± std over folds x seeds.
+
+    Args:
+        k: number of folds (>= 2 with ``val`` a fraction, >= 3 with ``val=null``); with ``path``,
+            null or the number of folds in the file.
+        fold: the test fold, ``0 <= fold < k``.
+        seed: seed of the shuffle that deals the folds (and of the validation slice).
+        stratify: deal each class separately (needs one integer class label per item: node or
+            graph classification).
+        val: null (the next fold) or a fraction of the training folds.
+        path: a folds file instead of dealing the folds.
+        train: must be null: the training part is what test and validation leave. (The key exists
+            so that ``+data/split=kfold`` can replace a data config's inline ``RandomSplit``, whose
+            ``train`` fraction Hydra's merge keeps.)
+    """
+
+    SUFFIXES = (".txt", ".json")
+
+    def __init__(self, k: Optional[int] = 5, fold: int = 0, seed: int = 0, stratify: bool = True,
+                 val: Optional[float] = None, path: Optional[str] = None, train: Optional[float] = None):
+        self.k = None if k is None else int(k)
+        self.fold, self.seed, self.stratify = int(fold), int(seed), bool(stratify)
+        self.val = None if val is None else float(val)
+        self.path = None if path is None else str(path)
+        self.train = train
+
+    def check(self) -> None:
+        if self.train is not None:
+            raise ConfigError(f"data.split.train={self.train!r}: a KFoldSplit trains on the folds that are neither "
+                              "test nor validation; set data.split.train=null (use data.split.val for the "
+                              "validation choice)")
+        if self.val is not None and not 0.0 < self.val < 1.0:
+            raise ConfigError(f"data.split.val must be null (the next fold) or a fraction in (0, 1), got {self.val}")
+        if self.path is not None:
+            p = Path(self.path)
+            if p.suffix not in self.SUFFIXES:
+                raise ConfigError(f"data.split.path '{p}': a folds file is .txt (one fold per line) or .json "
+                                  f"(a list of index lists), not '{p.suffix}'")
+            if not p.is_file():
+                raise ConfigError(f"data.split.path: folds file not found at '{p.resolve()}'")
+        elif self.k is None:
+            raise ConfigError("data.split.k is null: set the number of folds, or data.split.path to a folds file")
+        if self.k is not None:
+            self._check_k(self.k, "data.split.k")
+
+    def _check_k(self, k: int, what: str) -> None:
+        least = 3 if self.val is None else 2
+        if k < least:
+            why = "test, validation and at least one training fold" if self.val is None else "test and training folds"
+            raise ConfigError(f"{what}={k}: a KFoldSplit needs at least {least} folds ({why})")
+        if not 0 <= self.fold < k:
+            raise ConfigError(f"data.split.fold={self.fold} is out of range: there are {k} folds (0..{k - 1})")
+
+    # ---------------------------------------------------------------------------------- folds
+    def folds(self, num_items: int, labels: Optional[Tensor] = None) -> List[np.ndarray]:
+        """The ``k`` folds (sorted ``int64`` arrays): read from ``path``, or dealt from a seeded shuffle."""
+        self.check()
+        if self.path is not None:
+            return self._read_folds(num_items)
+        k = int(self.k)  # type: ignore[arg-type]
+        if num_items < k:
+            raise ConfigError(f"data.split.k={k} folds need at least {k} items; the dataset has {num_items}")
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(num_items)
+        if self.stratify:
+            y = _class_labels(labels, num_items, "KFoldSplit")
+            order = order[np.argsort(y[order], kind="stable")]  # classes contiguous, shuffled inside
+        assignment = np.empty(num_items, dtype=np.int64)
+        assignment[order] = np.arange(num_items) % k  # deal round-robin
+        return [np.flatnonzero(assignment == f) for f in range(k)]
+
+    def _read_folds(self, num_items: int) -> List[np.ndarray]:
+        p = Path(str(self.path))
+        try:
+            if p.suffix == ".json":
+                raw = json.loads(p.read_text())
+                if not isinstance(raw, list) or not all(isinstance(f, list) for f in raw):
+                    raise ConfigError(f"data.split.path '{p}': a .json folds file holds a list of index lists, "
+                                      f"one per fold")
+            else:
+                lines = p.read_text().splitlines()
+                while lines and not lines[-1].strip():
+                    lines.pop()
+                raw = []
+                for number, line in enumerate(lines, start=1):
+                    try:
+                        raw.append([int(t) for t in line.split()])
+                    except ValueError as e:
+                        raise ConfigError(f"data.split.path '{p}': line {number} (fold {number - 1}) is not a list "
+                                          f"of integers ({e})") from None
+            folds = [np.asarray(f, dtype=np.int64).reshape(-1) for f in raw]
+        except ConfigError:
+            raise
+        except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
+            raise ConfigError(f"data.split.path '{p}': cannot read the folds file ({type(e).__name__}: {e})") from None
+        self._check_k(len(folds), f"data.split.path '{p}' holds {len(folds)} folds; k")
+        if self.k is not None and self.k != len(folds):
+            raise ConfigError(f"data.split.k={self.k} but the folds file '{p}' holds {len(folds)} folds (one per "
+                              f"line); set data.split.k={len(folds)} or data.split.k=null")
+        out = []
+        for f, idx in enumerate(folds):
+            if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num_items):
+                raise ConfigError(f"data.split.path '{p}': fold {f} has indices outside [0, {num_items}) (min "
+                                  f"{int(idx.min())}, max {int(idx.max())}); is it the folds file of this dataset?")
+            out.append(np.unique(idx))
+        every = np.concatenate(out)
+        if np.unique(every).size != every.size:
+            seen, dup = np.unique(every, return_counts=True)
+            raise ConfigError(f"data.split.path '{p}': the folds are not disjoint ({int((dup > 1).sum())} items are in "
+                              f"more than one fold, e.g. {seen[dup > 1][:5].tolist()})")
+        return out
+
+    @staticmethod
+    def write_folds(path: str, folds: Sequence[Any]) -> None:
+        """Write ``folds`` as a ``.txt`` folds file (one fold per line), e.g. to freeze the folds of
+        ``KFoldSplit(k, seed=s).folds(n, labels)`` or to hand folds made elsewhere to ``path``."""
+        Path(path).write_text("".join(" ".join(str(int(i)) for i in np.asarray(f).reshape(-1)) + "\n" for f in folds))
+
+    def split(self, num_items: int, source: Any = None, labels: Optional[Tensor] = None) -> SplitIndices:
+        folds = self.folds(num_items, labels)
+        k = len(folds)
+        test = folds[self.fold]
+        if self.val is None:
+            val_fold = (self.fold + 1) % k
+            val = folds[val_fold]
+            train = np.concatenate([f for i, f in enumerate(folds) if i not in (self.fold, val_fold)])
+        else:
+            rest = np.concatenate([f for i, f in enumerate(folds) if i != self.fold])
+            y = torch.as_tensor(_class_labels(labels, num_items, "KFoldSplit")[rest]) if self.stratify else None
+            t, v, leftover = RandomSplit(1.0 - self.val, self.val, seed=self.seed,
+                                         stratify=self.stratify).split(rest.size, labels=y)
+            train = np.concatenate([rest[t.numpy()], rest[leftover.numpy()]])
+            val = rest[v.numpy()]
+        out = SplitIndices(*(torch.sort(torch.as_tensor(np.asarray(p), dtype=torch.int64)).values
+                             for p in (train, val, test)))
+        return _check_disjoint(out, "KFoldSplit")

@@ -1,22 +1,44 @@
 """Aggregate finished runs the OGB way.
 
-Runs are grouped by their resolved config with the seed (and paths) removed; each group reports
-the mean and the **unbiased** (n-1) standard deviation of the test score at the best validation
-epoch, the same for the best validation score, #params, #seeds, the mean epoch time and hardware
-(as OGB leaderboard submissions do).  Output: a markdown table (stdout or ``--out``) and JSON
-(``--json``).
+Runs are grouped by their resolved config without the seed, the fold of a cross-validation and
+the keys that only change how a run is shown, run or resumed (:data:`DISPLAY_KEYS`); each group
+reports the mean and the **unbiased** (n-1) standard deviation of the test score at the best
+validation epoch over all its runs (seeds x folds), the same for the best validation score,
+#params, #seeds, #folds, the mean epoch time, hardware, versions and git commit (as OGB leaderboard
+submissions do).  Labels name the config keys that tell groups apart.  Output: a markdown table
+(stdout or ``--out``), warnings where the table breaks the OGB protocol, JSON (``--json``) and
+validation/test curves (``--plot``).
+
+This module imports nothing but the standard library (matplotlib only for ``--plot``), so the
+report starts fast.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import json
 import math
+import re
 import statistics
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-IGNORED_KEYS = {"seed", "cache_dir"}
+#: Config keys (and key prefixes) that never change a run's numbers, only how it is shown, run or
+#: resumed, or where its files live: runs that differ only in them are one group. (The keys a
+#: checkpoint may be resumed with, ``RESUMABLE_CHANGES`` in ``graphgt/train/checkpoint.py``, are
+#: of this kind too; the report keeps its own table so that it never imports the training stack.)
+DISPLAY_KEYS: Tuple[str, ...] = (
+    "seed", "cache_dir", "hydra", "logger",
+    "data.root", "data.store_root", "data.num_workers", "data.prefetch_factor", "data.placement",
+    "trainer.progress", "trainer.checkpoint", "trainer.resume", "trainer.device", "trainer.compile",
+)
+#: Keys whose runs are the folds of one cross-validation (``KFoldSplit``'s fold, or one split file
+#: per fold): averaged into one row, counted in the folds column.
+FOLD_KEYS: Tuple[str, ...] = ("data.split.fold", "data.split.path")
+#: The OGB protocol: at least this many seeds, numbered 0..n-1 (ogbn-papers100M: 3; OGB's rules).
+OGB_SEEDS = 10
+OGB_SEEDS_BY_DATASET = {"ogbn-papers100m": 3, "papers100m": 3}
 
 
 def _matches(patterns: Iterable[str]) -> List[Path]:
@@ -70,12 +92,41 @@ def find_unfinished(patterns: Iterable[str]) -> Dict[str, List[Path]]:
     return out
 
 
-def _strip(config: Dict[str, Any]) -> Dict[str, Any]:
-    out = {k: v for k, v in config.items() if k not in IGNORED_KEYS}
-    data = dict(out.get("data") or {})
-    data.pop("root", None)
-    out["data"] = data
+# ------------------------------------------------------------------------------------ grouping
+def flatten(config: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values; an empty mapping stays a value)."""
+    out: Dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
     return out
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def group_keys(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """The flattened config that decides a run's group: without :data:`DISPLAY_KEYS` and :data:`FOLD_KEYS`."""
+    return {k: v for k, v in flatten(config).items() if not _under(k, DISPLAY_KEYS + FOLD_KEYS)}
+
+
+def fold_of(config: Mapping[str, Any]) -> Optional[str]:
+    """The run's cross-validation fold (``data.split.fold=3``, ``data.split.path=f3.txt``), or None."""
+    flat = flatten(config)
+    parts = [f"{k}={_show(flat[k])}" for k in FOLD_KEYS if flat.get(k) is not None]
+    return " ".join(parts) or None
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return str(value)
 
 
 def mean_std(values: List[float]) -> tuple[float, float]:
@@ -85,16 +136,127 @@ def mean_std(values: List[float]) -> tuple[float, float]:
 
 
 def label_of(result: Dict[str, Any]) -> str:
+    """The run's preset and selected groups, e.g. ``cora-gcn data=cora local=gcn``."""
     c = result.get("choices") or {}
     parts = [c.get("experiment")] if c.get("experiment") not in (None, "null") else []
     parts += [f"{g}={c[g]}" for g in ("data", "model", "local", "attention", "pe") if g in c]
     return " ".join(p for p in parts if p) or result.get("dataset", "run")
 
 
+_ABSENT = "(unset)"
+
+
+def overridden_keys(run_dir: Path) -> List[str]:
+    """The keys the run's command line set (``<run>/.hydra/overrides.yaml``; none when absent)."""
+    try:
+        lines = (Path(run_dir) / ".hydra" / "overrides.yaml").read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    out = []
+    for line in lines:
+        if line.startswith("- ") and "=" in line:
+            out.append(line[2:].strip().strip("'\"").split("=", 1)[0].lstrip("+~"))
+    return out
+
+
+def _distinguish(groups: List[Dict[str, Any]]) -> List[str]:
+    """A label per group: its preset and groups, plus ``key=value`` for every config key whose value
+    differs between the groups of that same preset and groups (``model.hidden=16`` vs ``=32``).
+
+    Keys that vary together (``model.hidden`` and a ``${model.hidden}`` interpolation elsewhere) are
+    named once: by the key(s) the command lines set, else by the shortest key."""
+    bases = [label_of(g["runs"][0]) for g in groups]
+    labels = list(bases)
+    for base in set(bases):
+        members = [i for i, b in enumerate(bases) if b == base]
+        if len(members) < 2:
+            continue
+        keys = sorted({k for i in members for k in groups[i]["keys"]})
+        by_values: Dict[Tuple[str, ...], List[str]] = {}
+        for k in keys:
+            values = tuple(_show(groups[i]["keys"].get(k, _ABSENT)) for i in members)
+            if len(set(values)) > 1:
+                by_values.setdefault(values, []).append(k)
+        typed = {k for i in members for r in groups[i]["runs"] for k in overridden_keys(Path(r["_path"]))}
+        shown: List[str] = []
+        for together in by_values.values():
+            shown += [k for k in together if k in typed] or [min(together, key=lambda k: (k.count("."), len(k), k))]
+        shown.sort()
+        for i in members:
+            extra = " ".join(f"{k}={_show(groups[i]['keys'].get(k, _ABSENT))}" for k in shown)
+            labels[i] = f"{base} {extra}".strip()
+    return labels
+
+
+def _hardware(result: Mapping[str, Any]) -> str:
+    hw = result.get("hardware") or {}
+    if hw.get("cuda"):
+        return str(hw["cuda"])
+    cpu = hw.get("processor") or "?"
+    threads = hw.get("threads")
+    return f"{cpu} ({threads} thread{'s' if threads != 1 else ''})" if threads else str(cpu)
+
+
+#: how the versions column names each package
+_VERSION_NAMES = (("graphgt", "graphgt"), ("torch", "torch"), ("torch_geometric", "PyG"), ("ogb", "ogb"))
+
+
+def _versions(result: Mapping[str, Any]) -> str:
+    v = dict(result.get("versions") or {})
+    if not v and (result.get("hardware") or {}).get("torch"):  # results written before versions were
+        v = {"torch": result["hardware"]["torch"]}
+    return " ".join(f"{shown} {v[key]}" for key, shown in _VERSION_NAMES if v.get(key)) or "?"
+
+
+def _commit(result: Mapping[str, Any]) -> str:
+    if "git" not in result:
+        return "?"  # written before graphgt recorded it
+    git = result.get("git")
+    if not git or not git.get("commit"):
+        return "-"  # graphgt was not imported from a git checkout
+    return str(git["commit"])[:10] + ("+dirty" if git.get("dirty") else "")
+
+
+def _distinct(values: Iterable[str]) -> str:
+    return ", ".join(dict.fromkeys(values))
+
+
+def min_seeds(dataset: Any) -> int:
+    """The seeds the OGB protocol asks for on ``dataset`` (10; ogbn-papers100M: 3)."""
+    return OGB_SEEDS_BY_DATASET.get(str(dataset).lower(), OGB_SEEDS)
+
+
+def protocol_warnings(row: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> List[str]:
+    """Where a row breaks the OGB protocol: fewer seeds than it asks for, seeds other than
+    ``0..n-1``, the same seed and fold run twice, folds with different seeds."""
+    out: List[str] = []
+    seeds = row["seeds"]
+    need = min_seeds(row["dataset"])
+    if len(seeds) < need:
+        out.append(f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}: the OGB protocol reports "
+                   f"{need} (seeds 0..{need - 1})")
+    if seeds != list(range(len(seeds))):
+        out.append(f"seeds {_seed_list(seeds)} are not 0..{len(seeds) - 1} as the OGB protocol numbers them")
+    per_fold: Dict[Optional[str], List[Any]] = {}
+    for r in runs:
+        per_fold.setdefault(r["_fold"], []).append(r.get("seed"))
+    twice = sorted({str(s) for ss in per_fold.values() for s in ss if ss.count(s) > 1})
+    if twice:
+        out.append(f"seed {', '.join(twice)} ran more than once with the same config (each run counts in the mean)")
+    if len({tuple(sorted(set(map(str, ss)))) for ss in per_fold.values()}) > 1:
+        out.append("the folds were not run with the same seeds: "
+                   + "; ".join(f"{f}: seeds {_seed_list(sorted(set(ss), key=str))}" for f, ss in per_fold.items()))
+    return out
+
+
+def _seed_list(seeds: Sequence[Any]) -> str:
+    return ",".join(str(s) for s in seeds)
+
+
 def aggregate(paths: List[Path], skipped: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     """Rows of mean ± std per config group; a ``results.json`` that cannot be used is named in
     ``skipped`` (``"<file>: <why>"``) and left out, instead of aborting the whole report."""
-    groups: Dict[str, List[Dict[str, Any]]] = {}
+    by_key: Dict[str, Dict[str, Any]] = {}
     for path in paths:
         try:
             result = read_result(path)
@@ -103,39 +265,161 @@ def aggregate(paths: List[Path], skipped: Optional[List[str]] = None) -> List[Di
                 raise ValueError(f"{path}: {e}") from None
             skipped.append(f"{path}: {e}")
             continue
-        result["_path"] = str(path.parent)
-        key = json.dumps(_strip(result.get("config", {})), sort_keys=True, default=str)
-        groups.setdefault(key, []).append(result)
+        config = result.get("config") or {}
+        result["_path"] = str(Path(path).parent)
+        result["_fold"] = fold_of(config)
+        keys = group_keys(config)
+        # dataset and metric too: runs of configs recorded without them must still not mix
+        key = json.dumps([keys, result.get("dataset"), result["metric"]], sort_keys=True, default=str)
+        by_key.setdefault(key, {"keys": keys, "runs": []})["runs"].append(result)
+    groups = list(by_key.values())
     rows = []
-    for runs in groups.values():
-        runs.sort(key=lambda r: r.get("seed", 0))
+    for group, label in zip(groups, _distinguish(groups)):
+        runs = group["runs"]
+        runs.sort(key=lambda r: (str(r["_fold"]), str(r.get("seed")), r["_path"]))
         test_mean, test_std = mean_std([r["test_at_best_val"] for r in runs])
         val_mean, val_std = mean_std([r["best_val"] for r in runs])
-        rows.append({
-            "label": label_of(runs[0]), "dataset": runs[0].get("dataset"), "metric": runs[0]["metric"],
+        seeds = sorted({r.get("seed") for r in runs}, key=lambda s: (0, s, "") if isinstance(s, int) else (1, 0, str(s)))
+        folds = sorted({r["_fold"] for r in runs if r["_fold"] is not None})
+        row = {
+            "label": label, "dataset": runs[0].get("dataset"), "metric": runs[0]["metric"],
             "test_mean": test_mean, "test_std": test_std, "val_mean": val_mean, "val_std": val_std,
-            "num_seeds": len(runs), "seeds": [r.get("seed") for r in runs], "num_params": runs[0].get("num_params"),
+            "num_runs": len(runs), "num_seeds": len(seeds), "seeds": seeds,
+            "num_folds": max(len(folds), 1), "folds": folds, "num_params": runs[0].get("num_params"),
             "epoch_time_s": statistics.fmean(r.get("epoch_time_s", float("nan")) for r in runs),
             "best_epoch_mean": statistics.fmean(r["best_epoch"] for r in runs),
-            "hardware": (runs[0].get("hardware") or {}).get("processor"),
+            "hardware": _distinct(_hardware(r) for r in runs),
+            "versions": _distinct(_versions(r) for r in runs),
+            "commit": _distinct(_commit(r) for r in runs),
+            "config": {k: group["keys"][k] for k in sorted(group["keys"])},
             "runs": [r["_path"] for r in runs],
-        })
-    rows.sort(key=lambda r: (str(r["dataset"]), r["label"]))
+        }
+        row["warnings"] = protocol_warnings(row, runs)
+        rows.append(row)
+    rows.sort(key=lambda r: (str(r["dataset"]), _natural(r["label"])))
     return rows
 
 
+def _natural(text: str) -> List[Any]:
+    """Sort key that orders ``model.hidden=16`` before ``model.hidden=128``."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text)]
+
+
+# -------------------------------------------------------------------------------------- output
 def _fmt(mean: float, std: float) -> str:
     return f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f}"
 
 
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|")
+
+
 def markdown(rows: List[Dict[str, Any]]) -> str:
-    lines = ["| model | dataset | metric | test (at best val) | best val | seeds | #params | s/epoch |",
-             "|---|---|---|---|---|---|---|---|"]
+    """The table, one row per group."""
+    lines = ["| model | dataset | metric | test (at best val) | best val | seeds | folds | #params | s/epoch | "
+             "hardware | versions | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['label']} | {r['dataset']} | {r['metric']} | {_fmt(r['test_mean'], r['test_std'])} | "
-                     f"{_fmt(r['val_mean'], r['val_std'])} | {r['num_seeds']} | {r['num_params']:,} | "
-                     f"{r['epoch_time_s']:.3f} |")
+        params = f"{r['num_params']:,}" if isinstance(r.get("num_params"), int) else "?"
+        lines.append(f"| {_cell(r['label'])} | {_cell(r['dataset'])} | {r['metric']} | "
+                     f"{_fmt(r['test_mean'], r['test_std'])} | {_fmt(r['val_mean'], r['val_std'])} | "
+                     f"{r['num_seeds']} | {r['num_folds']} | {params} | {r['epoch_time_s']:.3f} | "
+                     f"{_cell(r['hardware'])} | {_cell(r['versions'])} | {_cell(r['commit'])} |")
     return "\n".join(lines)
+
+
+def warnings_of(rows: List[Dict[str, Any]]) -> List[str]:
+    """Every row's protocol warnings, as ``warning: <label> (<dataset>): <what>`` lines."""
+    return [f"warning: {r['label']} ({r['dataset']}): {w}" for r in rows for w in r.get("warnings", [])]
+
+
+def read_curve(run_dir: Path, metric: str) -> Dict[str, Dict[int, float]]:
+    """``{"val": {epoch: value}, "test": {...}}`` from a run's ``metrics.csv`` (empty when absent)."""
+    out: Dict[str, Dict[int, float]] = {"val": {}, "test": {}}
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return out
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                epoch = int(row["epoch"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            for split in out:
+                try:
+                    value = float(row.get(f"{split}_{metric}") or "nan")
+                except ValueError:
+                    continue
+                if math.isfinite(value):
+                    out[split][epoch] = value
+    return out
+
+
+def mean_curves(row: Mapping[str, Any]) -> Tuple[Dict[str, List[Tuple[int, float]]], List[str]]:
+    """The row's validation and test curves, the mean over its runs per epoch, and the run
+    directories that have no curve (no ``metrics.csv``: ``logger=none``)."""
+    per_epoch: Dict[str, Dict[int, List[float]]] = {"val": {}, "test": {}}
+    missing = []
+    for run_dir in row["runs"]:
+        curve = read_curve(Path(run_dir), row["metric"])
+        if not curve["val"] and not curve["test"]:
+            missing.append(run_dir)
+        for split, points in curve.items():
+            for epoch, value in points.items():
+                per_epoch[split].setdefault(epoch, []).append(value)
+    return ({split: [(e, statistics.fmean(v)) for e, v in sorted(points.items())] for split, points in per_epoch.items()},
+            missing)
+
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+class PlotError(Exception):
+    """``--plot`` cannot draw: matplotlib missing, a bad file name, no curves."""
+
+
+def plot(rows: List[Dict[str, Any]], path: Path) -> List[str]:
+    """Validation (left) and test (right) curves per group, the mean over its runs, into ``path``;
+    returns notes on runs without ``metrics.csv``. :class:`PlotError` when it cannot draw."""
+    path = Path(path)
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise PlotError(f"--plot {path}: the file type is chosen by its suffix, one of {', '.join(PLOT_SUFFIXES)}")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        raise PlotError("--plot needs matplotlib, which is not installed: pip install 'graphgt[plot]' "
+                        "(or pip install matplotlib)") from None
+    notes: List[str] = []
+    curves = []
+    for r in rows:
+        c, missing = mean_curves(r)
+        notes += [f"no metrics.csv in {d} (logger=none?): not in the plot" for d in missing]
+        if c["val"] or c["test"]:
+            curves.append((r, c))
+    if not curves:
+        raise PlotError(f"--plot {path}: none of the runs has a metrics.csv with per-epoch val/test "
+                        f"metrics (runs with logger=none write none)")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for r, c in curves:
+        for ax, split in zip(axes, ("val", "test")):
+            if c[split]:
+                epochs, values = zip(*c[split])
+                ax.plot(epochs, values, label=f"{r['label']} ({r['num_runs']} runs)")
+    for ax, title in zip(axes, ("validation", "test")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(", ".join(dict.fromkeys(str(r["metric"]) for r, _ in curves)) + " (mean over runs)")
+    axes[1].legend(fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return notes
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -143,6 +427,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("paths", nargs="+", help="run directories, sweep directories or glob patterns")
     parser.add_argument("--json", type=Path, help="also write the aggregated rows as JSON to this file")
     parser.add_argument("--out", type=Path, help="write the markdown table to this file (default: stdout)")
+    parser.add_argument("--plot", type=Path, metavar="FILE.png",
+                        help="draw validation/test curves per group (mean over its runs, from each run's "
+                             "metrics.csv) into this file; needs matplotlib (pip install 'graphgt[plot]')")
     args = parser.parse_args(argv)
     paths = find_results(args.paths)
     unfinished = find_unfinished(args.paths)
@@ -151,7 +438,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     skipped: List[str] = []
     rows = aggregate(paths, skipped)
     table = markdown(rows)
-    notes = [f"skipped {s}" for s in skipped]
+    notes = warnings_of(rows) + [f"skipped {s}" for s in skipped]
     for d in unfinished["failed"]:
         try:
             error = json.loads((d / "error.json").read_text())
@@ -161,10 +448,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         notes.append(f"failed trial {d}: {why}")
     notes += [f"unfinished trial {d}: no results.json (killed, still running, or resumable with "
               "trainer.resume=auto)" for d in unfinished["unfinished"]]
+    if args.plot:
+        try:
+            notes += plot(rows, args.plot)
+        except PlotError as e:
+            parser.exit(2, f"graphgt report: error: {e}\n")
+        notes.append(f"plot: {args.plot}")
     if notes:
         table += "\n\n" + "\n".join(f"- {n}" for n in notes)
     if args.out:
         args.out.write_text(table + "\n")
     print(table)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps(rows, indent=2, default=str))

@@ -10,6 +10,9 @@ rename: a crash while writing leaves the previous file intact):
 * ``position``: ``{"epoch": e, "batch": k}``: epochs before ``e`` are trained, evaluated and
   logged; ``k`` batches of epoch ``e`` are trained (the loaders skip them on resume);
 * ``best``: the best validation score so far, its epoch and its test score;
+* ``history``: the epoch times, the last training loss and the early-stopping state (``es_score``,
+  the last value that improved by more than ``min_delta``; ``es_wait``, the epochs since;
+  ``early_stopped``), so a resumed run stops at the same epoch;
 * ``partial``: per rank, the running sums of the epoch in progress (loss, label count, the
   predictions for the epoch's training metric), so a mid-epoch resume reports the same numbers;
 * ``rng``: per rank, the Python, NumPy, torch CPU and CUDA generator states;
@@ -43,6 +46,11 @@ LAST, BEST = "last.pt", "best.pt"
 RESUMABLE_CHANGES = ("trainer.resume", "trainer.progress", "trainer.distributed", "trainer.device",
                      "trainer.compile", "data.num_workers", "data.prefetch_factor", "data.placement", "cache_dir",
                      "logger")
+
+#: config keys added after checkpoints were first written, with the value that means "as before": a
+#: checkpoint whose config lacks one resumes as if it held this value (a run started before the key
+#: existed keeps resuming); any other value is a difference like every other
+ADDED_KEYS: Dict[str, Any] = {"trainer.early_stopping": None, "trainer.early_stopping_min_delta": 0.0}
 
 
 # ------------------------------------------------------------------------------------------ RNG
@@ -118,6 +126,9 @@ def _flatten(tree: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
     """``key: saved -> current`` for every key that differs and may not change on resume."""
     a, b = dict(_flatten(saved)), dict(_flatten(current))
+    for key, default in ADDED_KEYS.items():
+        if key in b and key not in a:
+            a[key] = default
     out = []
     for key in sorted(set(a) | set(b)):
         if any(key == p or key.startswith(p + ".") for p in RESUMABLE_CHANGES):

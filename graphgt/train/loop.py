@@ -18,10 +18,16 @@ Nothing is lost (:mod:`graphgt.train.checkpoint`, :mod:`graphgt.train.signals`):
 every epoch, ``best.pt`` on every validation improvement, a mid-epoch ``last.pt`` on SIGTERM/SIGINT
 (then :class:`~graphgt.train.signals.Preempted`), a NaN/inf loss stops before it touches the weights
 (:class:`NonFiniteLossError`, ``last.pt`` left as it was), and a resumed run continues bit-exactly.
+
+Rank 0 reports progress: the bars' postfix (running train loss; the last epoch's val metric and the
+best so far) and one line per epoch on the ``graphgt.train.epochs`` logger (the run's ``cli.log``;
+the terminal too when the bars are off).  ``early_stopping`` ends the run after that many epochs
+without a validation improvement; its counter is part of the checkpointed ``history``.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -38,7 +44,7 @@ from graphgt.errors import CheckpointError, DistributedError, NonFiniteLossError
 from graphgt.train.checkpoint import (BEST, LAST, capture_rng, load_model_state, require_resumable, restore_rng,
                                       save_checkpoint)
 from graphgt.train.distributed import DDPConfig, Dist
-from graphgt.train.logging import Logger, NoLogger
+from graphgt.train.logging import EPOCH_LOG, Logger, NoLogger, bars_quiet_terminal
 from graphgt.train.losses import Objective
 from graphgt.train.optim import WarmupCosine
 from graphgt.train.signals import StopSignal
@@ -78,6 +84,15 @@ def _non_finite_inputs(loader: Iterable) -> str:
                     and not bool(torch.isfinite(value).all()):  # NaN targets are missing labels
                 bad.add(key)
     return "in " + ", ".join(sorted(bad)) if bad else "none found in the batches' float attributes"
+
+
+#: one line per epoch (rank 0): the run's ``cli.log`` through Hydra's logging config, and the
+#: terminal when the bars are off (:func:`graphgt.train.logging.bars_quiet_terminal`)
+log = logging.getLogger(EPOCH_LOG)
+
+
+def _fmt(value: float) -> str:
+    return "nan" if value != value else f"{value:.4f}"
 
 
 @dataclass
@@ -150,6 +165,13 @@ class Trainer:
             the global batch as one process would.
         distributed: a :class:`DDPConfig` (``trainer=ddp``) or ``null`` (one process, unless
             launched by torchrun: then the environment's process group with default settings).
+        early_stopping: ``None`` (train ``max_epochs``) or a patience: stop once this many epochs
+            in a row did not improve the best validation metric (in the metric's direction) by
+            more than ``early_stopping_min_delta``; a NaN validation metric never improves.  The
+            test score is still the one at the best validation epoch; the counter is checkpointed,
+            so a resumed run stops at the same epoch as an uninterrupted one.
+        early_stopping_min_delta: the smallest change of the validation metric that counts as an
+            improvement for early stopping (the best epoch itself is the first strictly better one).
     """
 
     def __init__(self, max_epochs: int = 100, optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
@@ -158,13 +180,23 @@ class Trainer:
                  compile: Union[bool, str] = False, progress: bool = True, checkpoint: bool = True,
                  limit_train_batches: Optional[int] = None, test_every_epoch: bool = True,
                  evaluate_test: bool = True, accumulate_grad_batches: int = 1, sync_batchnorm: bool = False,
-                 distributed: Optional[DDPConfig] = None):
+                 distributed: Optional[DDPConfig] = None, early_stopping: Optional[int] = None,
+                 early_stopping_min_delta: float = 0.0):
         if max_epochs < 1:
             raise ValueError(f"trainer.max_epochs must be >= 1, got {max_epochs}")
         if limit_train_batches is not None and limit_train_batches < 1:
             raise ValueError(f"trainer.limit_train_batches must be >= 1 or null, got {limit_train_batches}")
         if accumulate_grad_batches < 1:
             raise ValueError(f"trainer.accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
+        if early_stopping is not None and (isinstance(early_stopping, bool) or int(early_stopping) != early_stopping
+                                           or early_stopping < 1):
+            raise ValueError(f"trainer.early_stopping must be null or a patience in epochs >= 1, got "
+                             f"{early_stopping!r}")
+        if not (early_stopping_min_delta >= 0):  # NaN too
+            raise ValueError(f"trainer.early_stopping_min_delta must be >= 0 (an amount in the metric's units, "
+                             f"applied in its direction), got {early_stopping_min_delta!r}")
+        self.early_stopping = None if early_stopping is None else int(early_stopping)
+        self.early_stopping_min_delta = float(early_stopping_min_delta)
         self.limit_train_batches = limit_train_batches
         self.test_every_epoch = bool(test_every_epoch) and bool(evaluate_test)
         self.evaluate_test = bool(evaluate_test)
@@ -259,6 +291,8 @@ class Trainer:
             sums.loss, sums.count = sums.loss + g_loss, sums.count + g_count
             sums.preds.append(pred.detach().cpu())
             sums.targets.append(y.detach().cpu())
+            if bar is not loader and sums.count:
+                bar.set_postfix_str(f"loss {sums.loss / sums.count:.4f}", refresh=False)
             if last and stopping:
                 raise _Stop(sums.batches)
         loss = sums.loss / sums.count if sums.count else float("nan")
@@ -355,11 +389,19 @@ class Trainer:
         if resume_state is not None:
             run.restore(resume_state, Path(resume_path or run.last_path))
         run.start()
+        epochs = range(run.position["epoch"], self.max_epochs + 1)
         try:
-            with StopSignal() as stop:
-                for epoch in self._bar(range(run.position["epoch"], self.max_epochs + 1), "epochs", leave=True,
-                                       show=run.dist.is_main):
-                    run.epoch(epoch, stop)
+            # the epoch bar shows each epoch's numbers: the epoch lines stay off the terminal (not the log)
+            with StopSignal() as stop, bars_quiet_terminal(self.progress and run.dist.is_main and len(epochs) > 1):
+                bar = self._bar(epochs, "epochs", leave=True, show=run.dist.is_main)
+                for epoch in bar:
+                    if run.history.get("early_stopped"):  # a resumed run that had already stopped early
+                        break
+                    run.epoch(epoch, stop, bar if bar is not epochs else None)
+                    if run.history.get("early_stopped"):
+                        break
+                if hasattr(bar, "close"):
+                    bar.close()
                 if not self.test_every_epoch and self.evaluate_test and run.best["epoch"] > 0:
                     run.test_best()
         except RuntimeError as e:
@@ -373,13 +415,14 @@ class Trainer:
         return {"metric": metric.name, "higher_is_better": metric.higher_is_better,
                 "best_val": run.best["val"], "test_at_best_val": run.best["test"], "best_epoch": run.best["epoch"],
                 "final_train_loss": run.history["train_loss"], "epochs": self.max_epochs,
+                "stopped_epoch": run.position["epoch"] - 1, "early_stopped": bool(run.history.get("early_stopped")),
                 "epoch_time_s": sum(times) / len(times) if times else float("nan"), "device": str(self.device),
                 "world_size": run.dist.world_size}
 
     def __repr__(self) -> str:
         return (f"Trainer(max_epochs={self.max_epochs}, scheduler={self.scheduler!r}, grad_clip={self.grad_clip}, "
                 f"device='{self.device}', bf16={self.bf16}, compile={self.compile!r}, "
-                f"accumulate_grad_batches={self.accumulate_grad_batches}, "
+                f"accumulate_grad_batches={self.accumulate_grad_batches}, early_stopping={self.early_stopping}, "
                 f"distributed={self.distributed!r})")
 
 
@@ -440,8 +483,11 @@ class _Run:
             self.trainer._save_last(self.last_path, self.dist, self.model, self.optimizer, self.scheduler,
                                     self.position, self.best, self.sums, self.history, self.config)
 
-    def epoch(self, epoch: int, stop: StopSignal) -> None:
-        """Train, evaluate, select, log and checkpoint one epoch; :class:`Preempted` on a signal."""
+    def epoch(self, epoch: int, stop: StopSignal, bar: Any = None) -> None:
+        """Train, evaluate, select, log and checkpoint one epoch; :class:`Preempted` on a signal.
+
+        Sets ``history["early_stopped"]`` when ``trainer.early_stopping`` ends the run after this
+        epoch (saved in ``last.pt`` with the patience counter, so a resume stops at the same epoch)."""
         trainer, dist = self.trainer, self.dist
         t0 = time.perf_counter()
         try:
@@ -465,18 +511,54 @@ class _Run:
             if trainer.checkpoint and dist.is_main:
                 save_checkpoint({"model": self.model.state_dict(), "epoch": epoch, "best": self.best,
                                  "config": self.config}, self.run_dir / BEST)
+        self._early_stopping(epoch, val.metric)
         if dist.is_main:
             name = self.objective.metric.name
+            lr = self.optimizer.param_groups[0]["lr"]
             self.logger.log(epoch, {"train_loss": train.loss, f"train_{name}": train.metric,
                                     "val_loss": val.loss, f"val_{name}": val.metric,
                                     "test_loss": test.loss, f"test_{name}": test.metric,
-                                    "lr": self.optimizer.param_groups[0]["lr"],
-                                    "epoch_time_s": self.history["epoch_times"][-1]})
+                                    "lr": lr, "epoch_time_s": self.history["epoch_times"][-1]})
+            self._report(epoch, train, val, test, lr, bar)
         self.position, self.sums = {"epoch": epoch + 1, "batch": 0}, EpochSums()
         self.save()
         if dist.all_sum([1.0 if stop.requested else 0.0])[0] > 0:
             raise Preempted(f"stopped by {stop.name} after epoch {epoch}; checkpoint '{self.last_path}'",
                             stop.requested or 15)
+
+    def _early_stopping(self, epoch: int, val_metric: float) -> None:
+        """Count the epochs without an improvement of more than ``min_delta`` (Keras' rule: against
+        the last value that improved that much); stop after ``patience`` of them.  The counter
+        lives in ``history`` (checkpointed in ``last.pt``); every rank sees the same validation
+        metric, so all ranks stop at the same epoch without a collective."""
+        patience = self.trainer.early_stopping
+        if patience is None:
+            return
+        score = self.sign * val_metric  # NaN compares False: never an improvement
+        if score > self.history.get("es_score", -float("inf")) + self.trainer.early_stopping_min_delta:
+            self.history["es_score"], self.history["es_wait"] = score, 0
+        else:
+            self.history["es_wait"] = self.history.get("es_wait", 0) + 1
+        if self.history["es_wait"] >= patience and epoch < self.trainer.max_epochs:
+            self.history["early_stopped"] = True
+
+    def _report(self, epoch: int, train: EpochResult, val: EpochResult, test: EpochResult, lr: float,
+                bar: Any) -> None:
+        """The epoch's line (``graphgt.train.epochs`` logger) and the epoch bar's postfix (rank 0)."""
+        trainer, name, best = self.trainer, self.objective.metric.name, self.best
+        parts = [f"epoch {epoch}/{trainer.max_epochs}", f"train loss {train.loss:.4f}",
+                 f"val {name} {_fmt(val.metric)}"]
+        if trainer.test_every_epoch:
+            parts.append(f"test {name} {_fmt(test.metric)}")
+        parts += [f"best val {_fmt(best['val'])} (epoch {best['epoch']})" if best["epoch"] else "best val none yet",
+                  f"lr {lr:.3g}", f"{self.history['epoch_times'][-1]:.2f} s"]
+        log.info(", ".join(parts))
+        if self.history.get("early_stopped"):
+            log.info(f"early stopping after epoch {epoch}: val {name} did not improve by more than "
+                     f"{trainer.early_stopping_min_delta:g} for {trainer.early_stopping} epochs (best "
+                     f"{_fmt(best['val'])} at epoch {best['epoch']})")
+        if bar is not None:
+            bar.set_postfix_str(f"loss {train.loss:.4f}, val {name} {_fmt(val.metric)}, best {_fmt(best['val'])}")
 
     def test_best(self) -> None:
         """One test pass with the best validation epoch's weights (``test_every_epoch=false``)."""
@@ -488,3 +570,6 @@ class _Run:
         self.best["test"] = self.trainer.evaluate(self.model, self.test_loader, self.objective, "test",
                                                   self.dist).metric
         self.model.load_state_dict(last_state)
+        if self.dist.is_main:
+            log.info(f"test {self.objective.metric.name} at the best val epoch ({self.best['epoch']}): "
+                     f"{_fmt(self.best['test'])}")

@@ -1,4 +1,6 @@
 """Bad configs are refused before any compute, with messages that name the key and the fix."""
+import importlib.util
+
 import pytest
 
 from graphgt.errors import ConfigError
@@ -45,6 +47,13 @@ def _group_options():
             yield group.name, option.stem
 
 
+def _has_optuna_sweeper() -> bool:
+    try:
+        return importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
+    except ModuleNotFoundError:  # no hydra_plugins namespace at all
+        return False
+
+
 @pytest.mark.parametrize("group,option", list(_group_options()))
 def test_every_group_option_composes_and_validates(group, option):
     overrides = [f"{group}={option}"]
@@ -52,6 +61,12 @@ def test_every_group_option_composes_and_validates(group, option):
         overrides.append("attention=full")
     if group == "data" and option == "store":
         overrides.append("data.source.path=/a/store")  # mandatory (???)
+    if group == "hparams_search" and not _has_optuna_sweeper():
+        pytest.skip("hparams_search needs hydra-optuna-sweeper (pip install 'graphgt[optuna]')")
+    if group == "logger" and option == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(ConfigError, match=r"logger=tensorboard needs the 'tensorboard' package.*pip install tensorboard"):
+            validate_config(compose(overrides))
+        return
     validate_config(compose(overrides))
 
 

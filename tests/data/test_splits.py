@@ -12,7 +12,7 @@ from torch_geometric.data import Data
 
 from graphgt.errors import ConfigError
 from graphgt.data.common import as_split
-from graphgt.data.splits import IndexFileSplit, MaskSplit, OfficialSplit, RandomSplit
+from graphgt.data.splits import IndexFileSplit, KFoldSplit, MaskSplit, OfficialSplit, RandomSplit
 
 from .helpers import SHARED, requires_shared
 
@@ -192,3 +192,106 @@ def test_as_split_takes_a_split_or_none():
         as_split(3, MaskSplit())
     with pytest.raises(ConfigError, match="data.split"):  # Hydra builds the node; a raw mapping is refused
         as_split({"_target_": "graphgt.data.splits.RandomSplit", "train": 0.6, "val": 0.2}, MaskSplit())
+
+
+# ------------------------------------------------------------------------------ cross-validation
+def _check_kfold(labels, k, seed=0):
+    """Every fold of KFoldSplit(k) on ``labels``: disjoint folds that cover every item, each tested
+    once, stratified within one item per class, the same for the same seed."""
+    n = labels.numel()
+    folds = KFoldSplit(k, seed=seed).folds(n, labels)
+    assert len(folds) == k
+    every = np.concatenate(folds)
+    assert every.size == n and np.array_equal(np.sort(every), np.arange(n))  # disjoint and covering
+    assert max(f.size for f in folds) - min(f.size for f in folds) <= 1
+    y = labels.numpy()
+    for c in np.unique(y):
+        per_fold = [int((y[f] == c).sum()) for f in folds]
+        assert max(per_fold) - min(per_fold) <= 1, (c, per_fold)  # stratified: within ±1 per class
+    tested = []
+    for fold in range(k):
+        idx = KFoldSplit(k, fold=fold, seed=seed).split(n, labels=labels)
+        _assert_partition(idx, n)
+        assert np.array_equal(idx.test.numpy(), folds[fold]) and np.array_equal(idx.val.numpy(), folds[(fold + 1) % k])
+        again = KFoldSplit(k, fold=fold, seed=seed).split(n, labels=labels)
+        assert all(torch.equal(a, b) for a, b in zip(idx, again))  # same seed, same folds
+        tested.append(idx.test)
+    assert torch.equal(torch.sort(torch.cat(tested)).values, torch.arange(n))  # each item tested once
+    return folds
+
+
+def test_kfold_split_disjoint_covering_stratified_seeded():
+    y = torch.tensor([0] * 37 + [1] * 11 + [2] * 3 + [3] * 52)
+    y = y[torch.randperm(y.numel(), generator=torch.Generator().manual_seed(0))]
+    folds = _check_kfold(y, 5)
+    other = KFoldSplit(5, seed=1).folds(y.numel(), y)
+    assert not all(np.array_equal(a, b) for a, b in zip(folds, other))
+    plain = KFoldSplit(4, stratify=False).folds(10)  # no labels needed without stratification
+    assert sorted(f.size for f in plain) == [2, 2, 3, 3]
+
+
+def test_kfold_split_validation_fraction_of_the_training_folds():
+    y = torch.tensor([0] * 60 + [1] * 40)
+    idx = KFoldSplit(5, fold=2, val=0.25).split(100, labels=y)
+    _assert_partition(idx, 100)
+    assert [len(p) for p in idx] == [60, 20, 20]
+    assert [int((y[p] == 1).sum()) for p in idx] == [24, 8, 8]  # the validation slice is stratified too
+    assert np.array_equal(idx.test.numpy(), KFoldSplit(5).folds(100, y)[2])
+
+
+def test_kfold_folds_file_one_fold_per_line(tmp_path):
+    y = torch.tensor([0, 1] * 15)
+    dealt = KFoldSplit(3, seed=7).folds(30, y)
+    path = tmp_path / "folds.txt"
+    KFoldSplit.write_folds(str(path), dealt)
+    assert len(path.read_text().splitlines()) == 3
+    for fold in range(3):
+        from_file = KFoldSplit(None, fold=fold, path=str(path)).split(30)
+        assert all(torch.equal(a, b) for a, b in zip(from_file, KFoldSplit(3, fold=fold, seed=7).split(30, labels=y)))
+    (tmp_path / "folds.json").write_text(json.dumps([f.tolist() for f in dealt]))
+    assert torch.equal(KFoldSplit(3, fold=1, path=str(tmp_path / "folds.json")).split(30).test,
+                       torch.as_tensor(dealt[1]))
+
+
+def test_kfold_errors_name_the_key(tmp_path):
+    y = torch.tensor([0, 1] * 10)
+    with pytest.raises(ConfigError, match=r"data.split.fold=5 is out of range: there are 5 folds \(0..4\)"):
+        KFoldSplit(5, fold=5).split(20, labels=y)
+    with pytest.raises(ConfigError, match="data.split.k=2: a KFoldSplit needs at least 3 folds"):
+        KFoldSplit(2).split(20, labels=y)
+    with pytest.raises(ConfigError, match="data.split.train=0.8"):
+        KFoldSplit(5, train=0.8).split(20, labels=y)
+    with pytest.raises(ConfigError, match="needs class labels.*data.split.stratify=false"):
+        KFoldSplit(5).split(20)
+    with pytest.raises(ConfigError, match="one integer class label per item"):
+        KFoldSplit(5).split(20, labels=torch.rand(20, 3))
+    with pytest.raises(ConfigError, match="folds file not found"):
+        KFoldSplit(path=str(tmp_path / "nope.txt")).split(20)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("0 1 2\n2 3\n4 5\n")
+    with pytest.raises(ConfigError, match="not disjoint"):
+        KFoldSplit(None, path=str(bad)).split(20)
+    bad.write_text("0 1\n2 x\n4 5\n")
+    with pytest.raises(ConfigError, match="line 2 \\(fold 1\\) is not a list of integers"):
+        KFoldSplit(None, path=str(bad)).split(20)
+    bad.write_text("0 1\n2 3\n4 50\n")
+    with pytest.raises(ConfigError, match="fold 2 has indices outside"):
+        KFoldSplit(None, path=str(bad)).split(20)
+    bad.write_text("0 1\n2 3\n4 5\n")
+    with pytest.raises(ConfigError, match="data.split.k=5 but the folds file .* holds 3 folds"):
+        KFoldSplit(5, path=str(bad)).split(20)
+
+
+@requires_shared
+def test_kfold_on_real_node_and_graph_classification(tmp_path, real_root):
+    from graphgt.data import PlanetoidData, TUData
+
+    mutag = TUData(str(real_root), "MUTAG", split=KFoldSplit(5, fold=3))
+    mutag.setup([], tmp_path)
+    labels = torch.cat([g.y for g in mutag._prepared.graphs])
+    assert labels.numel() == 188
+    folds = _check_kfold(labels, 5)
+    assert torch.equal(mutag.split_indices.test, torch.as_tensor(folds[3]))
+    cora = PlanetoidData(str(real_root), "Cora")
+    cora.load(tmp_path)
+    _check_kfold(cora._prepared.labels, 10)

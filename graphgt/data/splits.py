@@ -338,17 +338,9 @@ class RandomSplit(Split):
         if not self.stratify:
             parts = self._cut(rng.permutation(num_items))
         else:
-            if labels is None:
-                raise ConfigError("split.stratify=true needs class labels, and this dataset has none")
-            y = torch.as_tensor(labels)
-            if y.dim() > 1 and y.size(-1) == 1:
-                y = y.view(-1)
-            if y.dim() != 1 or y.numel() != num_items or y.is_floating_point():
-                raise ConfigError(f"split.stratify=true needs one integer class label per item; got labels "
-                                  f"of shape {list(y.shape)} and dtype {y.dtype} (set split.stratify=false)")
             # rank every item by its relative position inside its (shuffled) class, then cut the
             # global ranking: exact split sizes, each class within one item of its proportion
-            y_np = y.numpy()
+            y_np = _class_labels(labels, num_items, "RandomSplit")
             perm = rng.permutation(num_items)
             by_class = perm[np.argsort(y_np[perm], kind="stable")]
             _, first, counts = np.unique(y_np[by_class], return_index=True, return_counts=True)

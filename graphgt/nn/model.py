@@ -36,8 +36,8 @@ from torch import Tensor, nn
 from graphgt.nn.attention.base import AttentionContext, GlobalAttention
 from graphgt.nn.dropout import ByteDropout
 from graphgt.nn.encoders import feature_encoder
-from graphgt.nn.gps_layer import GPSLayer, LayerTrim, NormKind, TrimPlan, block_support, local_block, \
-    local_trimmed, trim_mode
+from graphgt.nn.gps_layer import NORMS, GPSLayer, LayerTrim, NormKind, TrimPlan, block_support, local_block, \
+    local_trimmed, make_norm, trim_mode
 from graphgt.nn.heads import HEADS
 from graphgt.nn.local.base import LocalMP
 from graphgt.nn.local.gcn import GCNLayer
@@ -281,20 +281,41 @@ ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 
 
 class MPNNModel(nn.Module):
-    """A plain message-passing network (GCN/GAT/GIN/SAGE baselines as published):
-    input dropout -> encoders -> local -> act -> ``layers - 1`` x [dropout -> local -> act] -> head.
+    r"""A plain message-passing network (GCN/GAT/GIN/SAGE baselines as published):
+    input dropout -> encoders -> local -> norm -> act -> ``layers - 1`` x [dropout -> local -> norm -> act]
+    -> head.
 
-    No FFN, no residual, no normalisation.  Same constructor as :class:`GPSModel` minus the
-    transformer parts; ``attention`` must be ``None``.  With ``raw_io=True`` the model is exactly
-    the published GCN/GAT: the first layer reads the raw float features (``in_dim``) and the last
-    one emits the outputs (``out_dim``), with no encoder and no head in between,
-    ``X -> dropout -> conv -> act -> dropout -> conv`` — an extra encoder/head costs ~3 points of
-    Cora accuracy.
+    No FFN, no residual; the normalisation is optional (``norm``, default ``none``).  Same constructor
+    as :class:`GPSModel` minus the transformer parts; ``attention`` must be ``None``.  With
+    ``raw_io=True`` the model is exactly the published GCN/GAT: the first layer reads the raw float
+    features (``in_dim``) and the last one emits the outputs (``out_dim``), with no encoder and no
+    head in between, ``X -> dropout -> conv -> act -> dropout -> conv`` — an extra encoder/head costs
+    ~3 points of Cora accuracy.
+
+    ``norm`` (``none`` | ``batch`` | ``layer``): a BatchNorm1d / LayerNorm after every convolution that
+    an activation follows, between the two — the OGB baselines (Hu et al., "Open Graph Benchmark",
+    NeurIPS 2020; snap-stanford/ogb ``examples/nodeproppred/arxiv/gnn.py``) compute, for hidden
+    layers ``l < L``,
+
+    .. math::
+        \mathbf{H}^{(l)} = \operatorname{dropout}\big(\operatorname{ReLU}\big(
+        \operatorname{BN}(\operatorname{conv}_l(\mathbf{H}^{(l-1)}))\big)\big), \qquad
+        \mathbf{Y} = \operatorname{conv}_L(\mathbf{H}^{(L-1)})
+
+    which is ``raw_io=True, norm="batch"`` (``L - 1`` norms of width ``hidden``, none after the last
+    layer).  Without ``raw_io`` every layer is followed by norm and activation (``L`` norms), then
+    the head.  ``none`` builds ``nn.Identity`` (no parameters, no state: checkpoints unchanged).
 
     ``trim`` (default ``True``): on a sampled batch with hop counts, layer ``l`` computes only the
     nodes of hops ``0..L-1-l`` (see the module docstring; exact, seeds' rows, zeros after them).
-    The model also follows the layer-wise inference protocol (``layerwise_*``) for SAGE, GCN and
-    GIN layers without edge features.
+    With ``norm="batch"`` this holds in eval mode (running statistics, row-wise); in training mode
+    BatchNorm normalises with the statistics of the rows each layer computes, fewer than the
+    untrimmed batch's, and dropout draws other masks.  The model also follows the layer-wise
+    inference protocol (``layerwise_*``) for SAGE, GCN and GIN layers without edge features, norm
+    and activation applied per block (row-wise in eval mode, so exact).
+
+    Shapes: ``forward(data) -> [N, out]`` (node level; trimmed: the seeds' rows, zeros after them)
+    or ``[B, out]`` (graph level).
     """
 
     def __init__(self, spec: DataSpec, hidden: int = 64, layers: int = 2,
@@ -302,9 +323,11 @@ class MPNNModel(nn.Module):
                  pe: Sequence[PEBranch] = (), dropout: float = 0.5, input_dropout: float = 0.0,
                  act: Literal["relu", "elu", "gelu"] = "relu", head_layers: int = 1,
                  head_dropout: float = 0.0, pool: Literal["mean", "sum", "max"] = "mean",
-                 raw_io: bool = False, trim: bool = True):
+                 raw_io: bool = False, trim: bool = True, norm: NormKind = "none"):
         super().__init__()
         _check_size(hidden, layers)
+        if norm not in NORMS:
+            raise ValueError(f"model.norm='{norm}' must be one of {sorted(NORMS)}")
         if local is None:
             raise ValueError("MPNNModel needs a local layer: set local=<gcn|gat|gin|gine|gatedgcn|sage>")
         if attention is not None:
@@ -312,6 +335,7 @@ class MPNNModel(nn.Module):
         if act not in ACTIVATIONS:
             raise ValueError(f"act='{act}' must be one of {sorted(ACTIVATIONS)}")
         self.hidden, self.level, self.act_name, self.raw_io = hidden, spec.task.level, act, raw_io
+        self.norm_name = norm
         self.act = ACTIVATIONS[act]()
         self.dropout = ByteDropout(dropout)
         self.trim = bool(trim)
@@ -320,6 +344,8 @@ class MPNNModel(nn.Module):
         else:
             self._build(spec, hidden, layers, local, pe, input_dropout, head_layers, head_dropout, pool)
         self.trim = self.trim and all(trim_mode(layer) is not None for layer in self.layers)
+        # one norm per layer that an activation follows: all of them, or all but the last (raw_io)
+        self.norms = nn.ModuleList(make_norm(norm, hidden) for _ in range(layers - 1 if raw_io else layers))
 
     def _build(self, spec: DataSpec, hidden: int, layers: int, local: LocalFactory, pe: Sequence[PEBranch],
                input_dropout: float, head_layers: int, head_dropout: float, pool: str) -> None:
@@ -367,14 +393,14 @@ class MPNNModel(nn.Module):
             x = self.input_dropout(x.float())
             for i in range(len(self.layers)):
                 x = step(i, self.dropout(x) if i > 0 else x, None)[0]
-                x = self.act(x) if i < len(self.layers) - 1 else x
+                x = self.act(self.norms[i](x)) if i < len(self.layers) - 1 else x
             return x if plan is None else pad_rows(x, plan.num_nodes)
         x, edge_attr = self.encoder(data)
         for i in range(len(self.layers)):
             if i > 0:
                 x = self.dropout(x)
             x, edge_attr = step(i, x, edge_attr)
-            x = self.act(x)
+            x = self.act(self.norms[i](x))
         ctx = AttentionContext.from_batch(data)
         out = self.head(x, ctx.batch[:x.size(0)], ctx.num_graphs)
         return out if plan is None else pad_rows(out, plan.num_nodes)
@@ -399,10 +425,11 @@ class MPNNModel(nn.Module):
         return data.x.float() if self.raw_io else self.encoder(data)[0]
 
     def layerwise_layer(self, i: int, block: Any) -> Tensor:
-        """Layer ``i`` and the activation after it for a block of target nodes
-        (:func:`~graphgt.nn.gps_layer.local_block`): ``[T, d_{i+1}]`` (eval mode: dropout is off)."""
+        """Layer ``i`` and the norm and activation after it for a block of target nodes
+        (:func:`~graphgt.nn.gps_layer.local_block`): ``[T, d_{i+1}]`` (eval mode: dropout is off,
+        BatchNorm uses its running statistics, so each row is the full-graph forward's)."""
         x = local_block(self.layers[i], block)
-        return x if self.raw_io and i == len(self.layers) - 1 else self.act(x)
+        return x if self.raw_io and i == len(self.layers) - 1 else self.act(self.norms[i](x))
 
     def layerwise_output(self, x: Tensor) -> Tensor:
         """The head on the last layer's rows (identity with ``raw_io``): ``[n, d_L] -> [n, out]``."""
@@ -410,8 +437,9 @@ class MPNNModel(nn.Module):
 
     def __repr__(self) -> str:
         head = "raw_io" if self.raw_io else repr(self.head)
+        norm = f", norm={self.norm_name!r}" if self.norm_name != "none" else ""
         return (f"{type(self).__name__}(hidden={self.hidden}, layers={len(self.layers)}, "
-                f"local={self.layers[0]!r}, act={self.act_name!r}, head={head}, trim={self.trim})")
+                f"local={self.layers[0]!r}, act={self.act_name!r}{norm}, head={head}, trim={self.trim})")
 
 
 def reset_submodules(module: nn.Module) -> None:

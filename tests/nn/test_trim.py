@@ -55,8 +55,31 @@ def pair(make):
     return trimmed, full
 
 
+def warmed(model):
+    """``model`` after three training-mode forwards on random whole graphs (no hop counts, so
+    untrimmed): BatchNorm running statistics away from their initial (0, 1), which the eval-mode
+    comparisons then use."""
+    g = torch.Generator().manual_seed(5)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            n, m = 40, 160
+            model(Data(x=2 * torch.randn(n, 5, generator=g) + 1, edge_index=torch.randint(0, n, (2, m), generator=g),
+                       edge_attr=torch.randn(m, 2, generator=g), batch=torch.zeros(n, dtype=torch.long), num_graphs=1))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms and all(float((m.running_var - 1).abs().max()) > 1e-2 for m in norms)
+    return model.eval()
+
+
 MODELS = {
     "sage_raw_io": lambda t: MPNNModel(spec(), 16, 2, partial(SAGELayer), raw_io=True, trim=t),
+    # OGB's arxiv baselines: BatchNorm after each hidden layer (model.norm=batch), trained statistics
+    "sage_raw_io_batchnorm": lambda t: warmed(MPNNModel(spec(), 16, 3, partial(SAGELayer), raw_io=True, norm="batch",
+                                                        trim=t)),
+    "gcn_raw_io_batchnorm": lambda t: warmed(MPNNModel(spec(), 16, 3, partial(GCNLayer), raw_io=True, norm="batch",
+                                                       trim=t)),
+    "gcn_batchnorm": lambda t: warmed(MPNNModel(spec(), 16, 2, partial(GCNLayer), norm="batch", trim=t)),
+    "sage_layernorm": lambda t: MPNNModel(spec(), 16, 2, partial(SAGELayer), norm="layer", trim=t),
     "sage_max": lambda t: MPNNModel(spec(), 16, 3, partial(SAGELayer, aggr="max"), trim=t),
     "gcn_raw_io": lambda t: MPNNModel(spec(), 16, 2, partial(GCNLayer), raw_io=True, trim=t),
     "gcn": lambda t: MPNNModel(spec(), 16, 2, partial(GCNLayer), trim=t),
@@ -101,11 +124,13 @@ def test_gcn_trimming_needs_the_untrimmed_normalisation(monkeypatch):
         assert not torch.allclose(trimmed(data)[:SEEDS], full(data)[:SEEDS], atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["sage_raw_io", "gcn_raw_io", "gine", "gatedgcn"])
+@pytest.mark.parametrize("name", ["sage_raw_io", "sage_raw_io_layernorm", "gcn_raw_io", "gine", "gatedgcn"])
 def test_training_gradients_equal_without_dropout_and_batchnorm(name):
     """With dropout 0 and no BatchNorm, the trimmed model is the same function of the weights on the seeds:
-    same loss, same gradients (GatedGCN built without its BatchNorm)."""
+    same loss, same gradients (GatedGCN built without its BatchNorm; LayerNorm is row-wise)."""
     make = {"sage_raw_io": lambda t: MPNNModel(spec(), 16, 2, partial(SAGELayer), dropout=0.0, raw_io=True, trim=t),
+            "sage_raw_io_layernorm": lambda t: MPNNModel(spec(), 16, 3, partial(SAGELayer), dropout=0.0, raw_io=True,
+                                                         norm="layer", trim=t),
             "gcn_raw_io": lambda t: MPNNModel(spec(), 16, 2, partial(GCNLayer), dropout=0.0, raw_io=True, trim=t),
             "gine": lambda t: MPNNModel(spec(), 16, 2, partial(GINELayer), dropout=0.0, trim=t),
             "gatedgcn": lambda t: GPSModel(spec(), 16, 2, partial(GatedGCNLayer, batch_norm=False), norm="layer",
@@ -125,6 +150,23 @@ def test_training_gradients_equal_without_dropout_and_batchnorm(name):
             assert a.grad is None, n
         else:
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_trimmed_batchnorm_in_training_mode_sees_fewer_rows():
+    """Documented limit: in training mode the trimmed model's BatchNorm normalises over the rows each
+    layer computes, so its running statistics differ from the untrimmed model's (eval mode is exact,
+    above)."""
+    data = sampled((4, 3))
+    trimmed, full = pair(lambda t: MPNNModel(spec(), 16, 3, partial(SAGELayer), dropout=0.0, raw_io=True,
+                                             norm="batch", trim=t))
+    for model in (trimmed, full):
+        model.train()
+        with torch.no_grad():
+            model(data)
+    # 2 hops, 3 layers: layer 0 computes every sampled node, layer 1 only hops 0..1
+    assert TrimPlan.of(data).layers(3)[0].num_dst == data.num_nodes > TrimPlan.of(data).layers(3)[1].num_dst
+    torch.testing.assert_close(trimmed.norms[0].running_mean, full.norms[0].running_mean)
+    assert not torch.allclose(trimmed.norms[1].running_mean, full.norms[1].running_mean, atol=1e-4)
 
 
 def test_batches_without_hop_counts_run_unchanged():

@@ -17,8 +17,9 @@ that never reads a config: data modules, models, the :class:`~graphgt.train.Trai
    splits and computes the PEs.  Under DDP rank 0 does this first and the others wait.
 5. The run is seeded again (the initial weights do not depend on how much randomness the data
    consumed), the model is built with the injected keys of :data:`graphgt.config.keys.INJECTED`,
-   and the :class:`~graphgt.train.Objective` from the task (``Task.kind`` -> loss,
-   ``Task.metric`` -> metric).  Ranks ``r > 0`` reseed from ``(seed, r)`` (own dropout masks).
+   and the :class:`~graphgt.train.Objective` from the task (``Task.kind`` and the ``loss`` key -> loss,
+   ``Task.metric`` -> metric; regression targets standardised by the training split's mean/std,
+   ``target_standardize``).  Ranks ``r > 0`` reseed from ``(seed, r)`` (own dropout masks).
 6. The run is accepted: rank 0 writes its config record (``.hydra/``), starts the logger, and
    ``Trainer.fit`` trains; then ``results.json`` (rank 0, atomically).  A run refused at any earlier
    step leaves its directory as it found it (at most an empty directory and Hydra's log file).
@@ -26,6 +27,7 @@ that never reads a config: data modules, models, the :class:`~graphgt.train.Trai
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -50,6 +52,7 @@ from graphgt.io import atomic_write_json
 from graphgt.nn.model import count_parameters
 from graphgt.spec import DataSpec
 from graphgt.train import LAST, Objective, check_config, find_resume, load_checkpoint, load_model_state, loss_for
+from graphgt.train.losses import TargetScale, describe_loss, training_targets
 from graphgt.train.checkpoint import config_differences, format_differences, require_resumable
 from graphgt.train.distributed import Dist, env_world_size, init_distributed, launch, shutdown
 from graphgt.train.logging import follow_log_files, log_files, run_name
@@ -151,9 +154,40 @@ def build_trainer(cfg: DictConfig) -> Tuple[Any, Optional[str]]:
     return _as_config_error("trainer", lambda: instantiate(node)), own["resume"]
 
 
-def build_objective(spec: DataSpec) -> Objective:
-    """The loss of the task's kind and the metric of its name."""
-    return Objective(loss_sum=loss_for(spec.task.kind), metric=get_metric(spec.task.metric))
+def build_objective(spec: DataSpec, loss: Optional[str] = "auto", huber_delta: Optional[float] = None) -> Objective:
+    """The loss of the task's kind (``loss``/``huber_delta`` choose a regression loss, see
+    :func:`graphgt.train.losses.loss_for`) and the metric of its name; no target standardisation
+    (:func:`standardize_targets` adds it once the data is set up)."""
+    metric = get_metric(spec.task.metric)
+    return Objective(criterion=loss_for(spec.task.kind, loss, metric.name, huber_delta), metric=metric)
+
+
+def objective_settings(cfg: Mapping[str, Any]) -> Dict[str, Any]:
+    """``{loss, huber_delta, target_standardize}`` of a config.  A config without the keys (a run
+    recorded before they existed) keeps the behaviour it was trained with: L1, no standardisation."""
+    if "loss" not in cfg and "target_standardize" not in cfg:
+        return {"loss": None, "huber_delta": None, "target_standardize": False}
+    return {"loss": cfg.get("loss", "auto"), "huber_delta": cfg.get("huber_delta"),
+            "target_standardize": cfg.get("target_standardize", "auto")}
+
+
+def wants_standardization(setting: Any, spec: DataSpec) -> bool:
+    """``target_standardize`` (``auto`` = on for regression) for the task of ``spec``; ``true`` on a
+    classification task is a ConfigError."""
+    if setting == "auto":
+        return spec.task.kind == "regression"
+    if setting and spec.task.kind != "regression":
+        raise ConfigError(f"target_standardize=true applies to regression tasks only; dataset '{spec.name}' is a "
+                          f"{spec.task.kind} task; remove it (or set target_standardize=auto)")
+    return bool(setting)
+
+
+def standardize_targets(objective: Objective, data: Any, seed: int) -> Objective:
+    """``objective`` with the mean and std of each target column of ``data``'s training split
+    (:func:`graphgt.train.losses.training_targets`); deterministic from the data and its split, so
+    a resumed run and ``graphgt eval`` recompute the same statistics (``results.json`` records them
+    under ``target_scale``)."""
+    return dataclasses.replace(objective, scale=TargetScale.fit(training_targets(data, seed)))
 
 
 @dataclass
@@ -193,10 +227,15 @@ def build_model_and_data(cfg: DictConfig, choices: Optional[Mapping[str, str]] =
     spec = data.load(Path(cfg.cache_dir))
     if local is not None:
         check_compatibility(local, spec, (choices or {}).get("local", "?"))
-    objective = _as_config_error(f"data ({spec.name})", lambda: build_objective(spec))
+    settings = objective_settings(cfg)
+    objective = _as_config_error(f"data ({spec.name})", lambda: build_objective(
+        spec, settings["loss"], settings["huber_delta"]))
+    standardize = wants_standardization(settings["target_standardize"], spec)
     data.setup(list(pes.values()), Path(cfg.cache_dir))
     if dist.is_main:
         dist.barrier(long=True)
+    if standardize:
+        objective = standardize_targets(objective, data, cfg.seed)
     seed_everything(cfg.seed)
     branches = [(pes[name], instantiate(entry.encoder)) for name, entry in pe_cfg.items()]
     build_model = instantiate(cfg.model, _partial_=True)  # injected objects bypass OmegaConf (a DataSpec is a dataclass)
@@ -441,7 +480,8 @@ def _execute(cfg: DictConfig, plan: RunPlan, choices: Dict[str, str], record: Di
             "duration_s": time.time() - t_start, "choices": choices, "model_repr": repr(model),
             "resumed_from": str(plan.resume_path) if plan.resume_path else None, "hardware": hardware(),
             "versions": versions(), "git": git_state(), "run_dir": str(run_dir),
-            "config": resolved,
+            "config": resolved, "loss_fn": describe_loss(objective.criterion),
+            "target_scale": objective.scale.as_dict() if objective.scale is not None else None,
         })
         if dist.is_main:
             atomic_write_json(results, run_dir / RESULTS)
@@ -556,6 +596,20 @@ def resolve_eval_target(target: Path, ckpt: Optional[str] = None) -> Tuple[Path,
     return target, path, kind
 
 
+def check_target_scale(objective: Objective, recorded: Optional[Mapping[str, Any]], run_dir: Path) -> None:
+    """Refuse to evaluate with target statistics other than the run's (``results.json``'s
+    ``target_scale``): the data or its split changed since the run, and its numbers would not be
+    the run's.  Nothing to check for a run without a ``results.json`` or without standardisation."""
+    if recorded is None or objective.scale is None:
+        return
+    now = objective.scale.as_dict()
+    if any(len(now[k]) != len(recorded[k]) or any(abs(a - b) > 1e-9 * max(1.0, abs(b))
+                                                  for a, b in zip(now[k], recorded[k])) for k in ("mean", "std")):
+        raise CheckpointError(f"the training targets' mean/std recomputed now ({now}) differ from those run "
+                              f"'{run_dir}' trained with ({dict(recorded)}): the data or its split changed since; "
+                              "evaluate with the data the run used")
+
+
 def evaluate_run(target: Path, splits: Tuple[str, ...] = EVAL_SPLITS, ckpt: Optional[str] = None) -> Dict[str, Any]:
     """Re-evaluate a finished (or stopped) run: its own config (``.hydra/config.yaml``), its
     checkpoint (``best.pt`` by default), the same data, splits, PEs and model as the run built
@@ -582,6 +636,7 @@ def evaluate_run(target: Path, splits: Tuple[str, ...] = EVAL_SPLITS, ckpt: Opti
     trainer, _ = build_trainer(cfg)
     results = json.loads((run_dir / RESULTS).read_text()) if (run_dir / RESULTS).is_file() else {}
     data, model, objective = build_model_and_data(cfg, results.get("choices"))
+    check_target_scale(objective, results.get("target_scale"), run_dir)
     load_model_state(model, state, ckpt_path)
     model.to(trainer.device)
     trainer.bf16 = resolve_bf16(trainer.bf16_setting, trainer.device, model)
@@ -596,9 +651,11 @@ def evaluate_run(target: Path, splits: Tuple[str, ...] = EVAL_SPLITS, ckpt: Opti
     recorded = _recorded(run_dir, kind, epoch, name)
     return {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "ckpt": kind, "epoch": epoch, "metric": name,
             "higher_is_better": objective.metric.higher_is_better, "splits": scores,
+            "target_scale": objective.scale.as_dict() if objective.scale is not None else None,
             "recorded": {s: recorded.get(s) for s in splits} if recorded else None}
 
 
 __all__ = ["run", "plan_run", "check_run_dir", "check_compatibility", "build_trainer", "build_objective",
+           "objective_settings", "standardize_targets", "wants_standardization",
            "seed_everything", "rank_seed", "count_parameters", "RESULTS", "build_parts", "build_model_and_data",
            "evaluate_run"]

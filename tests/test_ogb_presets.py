@@ -24,6 +24,9 @@ PRESETS = {
                        "examples/nodeproppred/arxiv)", 110_120),
     "ogbn-arxiv-sage": ("test accuracy 0.7149 ± 0.0027 (OGB leaderboard, GraphSAGE; snap-stanford/ogb "
                         "examples/nodeproppred/arxiv)", 218_664),
+    # Luo et al.'s tuned GCN (raw_in): GCN + residual Linear 128x512 (+b) each, 4 x [GCN, residual Linear
+    # 512x512 (+b)], 5 BatchNorms 2x512, head 512x40 (+b): 2 * 66,048 + 8 * 262,656 + 5 * 1,024 + 20,520
+    "ogbn-arxiv-gcn-tuned": ("test accuracy 0.7360 ± 0.0018 (Luo et al., NeurIPS 2024, tuned GCN)", 2_258_984),
 }
 
 
@@ -58,6 +61,9 @@ def test_preset_trains_two_epochs_on_a_fake_arxiv(preset, ogb_root, tmp_path):
     assert r["stopped_epoch"] == 2 and 1 <= r["best_epoch"] <= 2
     assert 0.0 <= r["best_val"] <= 1.0 and 0.0 <= r["test_at_best_val"] <= 1.0
     assert math.isfinite(r["final_train_loss"]) and "norm='batch'" in r["model_repr"]
+    if preset.endswith("-tuned"):
+        assert "residual='linear'" in r["model_repr"] and "dropout_before_head=True" in r["model_repr"]
+        assert "raw_in=True" in r["model_repr"]
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -90,9 +96,10 @@ def sparse_symmetric_graph(n=400, m=420, seed=0):
 @pytest.mark.parametrize("preset, fanouts, exact", [
     ("ogbn-arxiv-gcn", None, True),
     ("ogbn-arxiv-sage", None, True),
+    ("ogbn-arxiv-gcn-tuned", None, True),  # 5 layers, 6 hops: residual + BatchNorm, still exact
     # GCN on 3 hops: the outermost nodes' degrees count only their in-batch edges -> not the full graph's
     ("ogbn-arxiv-gcn", [-1, -1, -1], False),
-], ids=["gcn", "sage", "gcn_3_hops"])
+], ids=["gcn", "sage", "gcn_tuned", "gcn_3_hops"])
 def test_full_batch_outputs_equal_the_full_graph_forward(preset, fanouts, exact):
     """The preset's sampler and model (BatchNorm with trained running statistics, eval mode): the
     training nodes' outputs on the sampled batch equal those of a forward over the whole graph."""

@@ -7,10 +7,12 @@
 * :data:`CONSUMED`: keys of a node that the composition root reads itself and removes before it
   builds the node's target (``trainer.resume`` decides which checkpoint the run continues; the
   :class:`~graphgt.train.Trainer` only receives the checkpoint).  The validator checks their type.
+* :data:`OBJECTIVE_KEYS`: top-level keys the composition root reads to build the run's
+  :class:`~graphgt.train.Objective` (``app.build_objective``); the validator checks their values.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Set
+from typing import Any, Dict, Literal, Mapping, Optional, Set, Union
 
 #: node path pattern (``*`` = any key) -> the parameters graphgt injects, and from where
 INJECTED: Dict[str, Dict[str, str]] = {
@@ -24,6 +26,13 @@ INJECTED: Dict[str, Dict[str, str]] = {
 #: node path -> {key: annotation} read by the composition root, not passed to the node's target
 CONSUMED: Dict[str, Dict[str, Any]] = {
     "trainer": {"resume": Optional[str]},
+}
+
+#: top-level key -> annotation: the regression loss and target standardisation of the objective
+OBJECTIVE_KEYS: Dict[str, Any] = {
+    "loss": Literal["auto", "l1", "mse", "huber"],
+    "huber_delta": Optional[float],
+    "target_standardize": Union[bool, Literal["auto"]],
 }
 
 

@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from graphgt.config.keys import consumed_for, injected_for
+from graphgt.config.keys import OBJECTIVE_KEYS, consumed_for, injected_for
 from graphgt.errors import ConfigError
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -310,6 +310,23 @@ def check_objective(value: Any) -> str:
     raise ConfigError(f"objective={value!r}: not a validation score graphgt can return to a sweeper (valid: {valid})")
 
 
+def check_objective_keys(container: Mapping[str, Any], errors: List[str]) -> None:
+    """``loss``, ``huber_delta`` and ``target_standardize`` (:data:`OBJECTIVE_KEYS`): known values
+    only.  Whether they suit the task (a regression loss on a classification task) is checked by
+    the composition root once the data names its task (``app.build_objective``)."""
+    for key, annotation in OBJECTIVE_KEYS.items():
+        if key in container and not _matches(container[key], annotation):
+            errors.append(f"{key}={container[key]!r}: expected {_describe(annotation)}")
+    delta = container.get("huber_delta")
+    if isinstance(delta, (int, float)) and not isinstance(delta, bool):
+        if not delta > 0:
+            errors.append(f"huber_delta={delta!r}: must be > 0 (the error at which Huber's loss turns from "
+                          "quadratic to linear)")
+        elif container.get("loss") != "huber":
+            errors.append(f"huber_delta={delta!r}: applies to loss=huber only (loss={container.get('loss')}); "
+                          "set loss=huber or remove huber_delta")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise one :class:`ConfigError` listing every problem of ``cfg`` (resolves interpolations)."""
     try:
@@ -332,6 +349,7 @@ def validate_config(cfg: DictConfig) -> None:
             check_objective(container["objective"])
         except ConfigError as e:
             errors.append(str(e))
+    check_objective_keys(container, errors)
     _walk(container, "", errors)
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))

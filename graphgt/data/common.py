@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -134,11 +135,21 @@ def as_split(split: Any, default: Split, key: str = "data.split") -> Split:
 # ------------------------------------------------------------------------------------------- graphs
 
 
-def ensure_node_features(graphs: Sequence[Data]) -> None:
-    """Give featureless graphs a constant feature ``x = ones[N, 1]`` (in place)."""
+def ensure_node_features(graphs: Sequence[Data], name: str = "the dataset") -> int:
+    """Give featureless graphs a constant feature ``x = ones[N, 1]`` (in place), and say so in the
+    log (logger ``graphgt.data``): a constant feature carries no information, so a model sees only
+    the graph structure through message passing.  Returns the number of graphs given features."""
+    filled = 0
     for g in graphs:
         if getattr(g, "x", None) is None:
             g.x = torch.ones(int(g.num_nodes), 1)
+            filled += 1
+    if filled:
+        logging.getLogger("graphgt.data").warning(
+            "%s: %d of %d graphs have no node features; they get the constant feature x = 1 (ones[N, 1]). "
+            "Use a positional encoding as the input instead (pe=rwse or pe=lap) to give the model "
+            "structural node features.", name, filled, len(graphs))
+    return filled
 
 
 def molecule_features() -> Tuple[CategoricalFeatures, CategoricalFeatures]:

@@ -106,6 +106,29 @@ class RMSE(Metric):
         return float(((pred[valid] - target[valid]) ** 2).mean().sqrt())
 
 
+class R2(Metric):
+    """Coefficient of determination ``1 - SS_res / SS_tot`` (higher is better; 1 is perfect, 0 is the
+    mean predictor), per target column over its non-NaN entries, averaged over the columns that
+    have any (scikit-learn's ``r2_score``, ``multioutput="uniform_average"``; a constant column
+    scores 1 if predicted exactly, else 0, as ``force_finite=True``)."""
+
+    name = "r2"
+
+    def __call__(self, pred: Tensor, target: Tensor) -> float:
+        pred = pred.detach().double().reshape(target.size(0), -1)
+        target = target.detach().double().reshape(target.size(0), -1)
+        scores = []
+        for p, y in zip(pred.unbind(dim=1), target.unbind(dim=1)):
+            valid = ~torch.isnan(y)
+            if not bool(valid.any()):
+                continue
+            p, y = p[valid], y[valid]
+            ss_res = float(((y - p) ** 2).sum())
+            ss_tot = float(((y - y.mean()) ** 2).sum())
+            scores.append(1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0))
+        return float(np.mean(scores)) if scores else float("nan")
+
+
 class OGBMetric(Metric):
     """OGB's own ``Evaluator`` for an OGB dataset (``ogbg-*`` or ``ogbn-*``).
 
@@ -140,11 +163,11 @@ class OGBMetric(Metric):
         return f"OGBMetric({self.dataset!r}, metric={self.name!r})"
 
 
-METRICS: Dict[str, Type[Metric]] = {cls.name: cls for cls in (Accuracy, ROCAUC, AveragePrecision, MAE, RMSE)}
+METRICS: Dict[str, Type[Metric]] = {cls.name: cls for cls in (Accuracy, ROCAUC, AveragePrecision, MAE, RMSE, R2)}
 
 
 def get_metric(name: str) -> Metric:
-    """Metric by name (``accuracy``, ``rocauc``, ``ap``, ``mae``, ``rmse``) or ``ogb:<dataset>``."""
+    """Metric by name (``accuracy``, ``rocauc``, ``ap``, ``mae``, ``rmse``, ``r2``) or ``ogb:<dataset>``."""
     if name.startswith("ogb:"):
         return OGBMetric(name[4:])
     try:

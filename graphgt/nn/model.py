@@ -278,6 +278,10 @@ class GPSModel(nn.Module):
 
 
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
+ResidualKind = Literal["none", "identity", "linear"]
+JKKind = Literal["none", "last", "cat", "max", "sum"]
+RESIDUALS = ("none", "identity", "linear")
+JKS = ("none", "last", "cat", "max", "sum")
 
 
 class MPNNModel(nn.Module):
@@ -285,7 +289,7 @@ class MPNNModel(nn.Module):
     input dropout -> encoders -> local -> norm -> act -> ``layers - 1`` x [dropout -> local -> norm -> act]
     -> head.
 
-    No FFN, no residual; the normalisation is optional (``norm``, default ``none``).  Same constructor
+    No FFN; residual, normalisation, jumping knowledge are options (below), all off by default.  Same constructor
     as :class:`GPSModel` minus the transformer parts; ``attention`` must be ``None``.  With
     ``raw_io=True`` the model is exactly the published GCN/GAT: the first layer reads the raw float
     features (``in_dim``) and the last one emits the outputs (``out_dim``), with no encoder and no
@@ -306,13 +310,45 @@ class MPNNModel(nn.Module):
     layer).  Without ``raw_io`` every layer is followed by norm and activation (``L`` norms), then
     the head.  ``none`` builds ``nn.Identity`` (no parameters, no state: checkpoints unchanged).
 
+    **Tuned-GNN options** (Luo et al., "Classic GNNs are Strong Baselines: Reassessing GNNs for Node
+    Classification", NeurIPS 2024 D&B; code LUOyk1999/tunedGNN ``medium_graph/model.py`` and
+    ``large_graph/lg_model.py``, class ``MPNNs``), all off by default (no new submodule, same
+    checkpoint keys, same outputs).  Layer ``l`` with input :math:`\mathbf{X}` computes
+
+    .. math::
+        \mathbf{H} = \operatorname{PreNorm}(\mathbf{X}), \quad
+        \mathbf{Y} = \operatorname{conv}_l(\mathbf{H}) + R_l(\mathbf{H}), \quad
+        \mathbf{X}' = \operatorname{act}(\operatorname{PostNorm}(\mathbf{Y}))
+
+    * ``residual``: ``none`` (:math:`R_l = 0`); ``identity``: :math:`R_l(\mathbf{H}) = \mathbf{H}` where
+      the widths match, a bias-free linear projection where they do not (``raw_io``'s first and last
+      layers); ``linear``: :math:`R_l(\mathbf{H}) = \mathbf{H}W_l + b_l` in every layer, as tunedGNN's
+      ``--res`` (``local_conv(x) + lins[i](x)``).  The residual reads the conv's (pre-normed) input.
+    * ``prenorm``: the same ``norm`` modules (same keys) move from after the conv to before it
+      (PreNorm; PostNorm is then the identity), on hidden-width inputs only (with ``raw_io`` the first
+      conv reads the raw features); tunedGNN's ``--pre_ln``.
+    * ``jk``: jumping knowledge (Xu et al., ICML 2018) over the layers' outputs
+      :math:`\mathbf{X}^{(1..L)}` before the head: ``cat`` (head input ``L * hidden``), ``max``,
+      ``sum`` (tunedGNN's ``--jk``: ``x_final = x_final + x``), ``last``/``none`` (the last output).
+      Needs a head (``raw_io=False``).
+    * ``dropout`` placement: between layers (``X -> dropout -> layer``), and with
+      ``dropout_before_head=True`` also after the last layer, before the head: tunedGNN's
+      ``conv -> norm -> relu -> dropout`` after every layer.
+    * ``raw_in``: no encoder, the first conv reads the raw float features (``in_dim -> hidden``) and
+      a head follows the last layer: tunedGNN's ``MPNNs`` without ``--pre_linear`` (node level, no PE).
+
+    Shapes: ``[N, d_l] -> [N, d_{l+1}]`` per layer; ``jk="cat"``: ``[N, L*hidden]`` into the head.
+
     ``trim`` (default ``True``): on a sampled batch with hop counts, layer ``l`` computes only the
     nodes of hops ``0..L-1-l`` (see the module docstring; exact, seeds' rows, zeros after them).
     With ``norm="batch"`` this holds in eval mode (running statistics, row-wise); in training mode
     BatchNorm normalises with the statistics of the rows each layer computes, fewer than the
     untrimmed batch's, and dropout draws other masks.  The model also follows the layer-wise
     inference protocol (``layerwise_*``) for SAGE, GCN and GIN layers without edge features, norm
-    and activation applied per block (row-wise in eval mode, so exact).
+    and activation applied per block (row-wise in eval mode, so exact).  The residual reads the
+    targets' own input rows, present in both (exact); JK on a trimmed batch combines the seeds' rows
+    of every layer (exact), but layer-wise inference keeps one layer's rows only: ``jk`` other than
+    ``none``/``last`` refuses it (``ValueError``: evaluate with sampled batches).
 
     Shapes: ``forward(data) -> [N, out]`` (node level; trimmed: the seeds' rows, zeros after them)
     or ``[B, out]`` (graph level).
@@ -323,11 +359,26 @@ class MPNNModel(nn.Module):
                  pe: Sequence[PEBranch] = (), dropout: float = 0.5, input_dropout: float = 0.0,
                  act: Literal["relu", "elu", "gelu"] = "relu", head_layers: int = 1,
                  head_dropout: float = 0.0, pool: Literal["mean", "sum", "max"] = "mean",
-                 raw_io: bool = False, trim: bool = True, norm: NormKind = "none"):
+                 raw_io: bool = False, trim: bool = True, norm: NormKind = "none",
+                 residual: ResidualKind = "none", prenorm: bool = False, jk: JKKind = "none",
+                 dropout_before_head: bool = False, raw_in: bool = False):
         super().__init__()
         _check_size(hidden, layers)
         if norm not in NORMS:
             raise ValueError(f"model.norm='{norm}' must be one of {sorted(NORMS)}")
+        if residual not in RESIDUALS:
+            raise ValueError(f"model.residual='{residual}' must be one of {list(RESIDUALS)}")
+        if jk not in JKS:
+            raise ValueError(f"model.jk='{jk}' must be one of {list(JKS)}")
+        if raw_io and raw_in:
+            raise ValueError("model.raw_in=true and model.raw_io=true: raw_io already feeds the raw features to the "
+                             "first layer (and emits the outputs from the last); set one of them to false")
+        if raw_io and jk not in ("none", "last"):
+            raise ValueError(f"model.jk='{jk}' combines the hidden layers' outputs for a head, but model.raw_io=true "
+                             "has no head (its last layer emits the outputs); set model.raw_io=false or model.jk=none")
+        if raw_io and dropout_before_head:
+            raise ValueError("model.dropout_before_head=true needs a head; with model.raw_io=true the last layer emits "
+                             "the outputs (dropout already precedes it): set it to false")
         if local is None:
             raise ValueError("MPNNModel needs a local layer: set local=<gcn|gat|gin|gine|gatedgcn|sage>")
         if attention is not None:
@@ -335,7 +386,8 @@ class MPNNModel(nn.Module):
         if act not in ACTIVATIONS:
             raise ValueError(f"act='{act}' must be one of {sorted(ACTIVATIONS)}")
         self.hidden, self.level, self.act_name, self.raw_io = hidden, spec.task.level, act, raw_io
-        self.norm_name = norm
+        self.norm_name, self.residual_name, self.prenorm, self.jk = norm, residual, bool(prenorm), jk
+        self.dropout_before_head, self.raw_in = bool(dropout_before_head), bool(raw_in)
         self.act = ACTIVATIONS[act]()
         self.dropout = ByteDropout(dropout)
         self.trim = bool(trim)
@@ -344,27 +396,57 @@ class MPNNModel(nn.Module):
         else:
             self._build(spec, hidden, layers, local, pe, input_dropout, head_layers, head_dropout, pool)
         self.trim = self.trim and all(trim_mode(layer) is not None for layer in self.layers)
-        # one norm per layer that an activation follows: all of them, or all but the last (raw_io)
-        self.norms = nn.ModuleList(make_norm(norm, hidden) for _ in range(layers - 1 if raw_io else layers))
+        # one norm per layer that an activation follows: all of them, or all but the last (raw_io);
+        # prenorm moves the same norms (same widths, same keys) to the hidden-width inputs of the convs
+        num_norms = layers - 1 if raw_io or (self.raw_in and self.prenorm) else layers
+        self.norms = nn.ModuleList(make_norm(norm, hidden) for _ in range(num_norms))
+        if residual != "none":  # new submodules only when the option is on (checkpoints unchanged)
+            dims = self._dims()
+            self.residuals = nn.ModuleList(
+                nn.Identity() if residual == "identity" and dims[i] == dims[i + 1]
+                else nn.Linear(dims[i], dims[i + 1], bias=residual == "linear")
+                for i in range(layers))
+
+    def _dims(self) -> List[int]:
+        """Widths ``d_0..d_L`` of the layers' inputs and outputs."""
+        if self.raw_io:
+            return [self.layers[0].in_dim] + [layer.out_dim for layer in self.layers]
+        if self.raw_in:
+            return [self.layers[0].in_dim] + [self.hidden] * len(self.layers)
+        return [self.hidden] * (len(self.layers) + 1)
+
+    @property
+    def raw_input(self) -> bool:
+        """The first layer reads the raw float features (``raw_io`` or ``raw_in``)."""
+        return self.raw_io or self.raw_in
 
     def _build(self, spec: DataSpec, hidden: int, layers: int, local: LocalFactory, pe: Sequence[PEBranch],
                input_dropout: float, head_layers: int, head_dropout: float, pool: str) -> None:
-        """Encoder -> ``layers`` local layers of width ``hidden`` -> head."""
-        self.encoder = InputEncoder(spec, hidden, pe, input_dropout, edges=local_consumes_edge_attr(local))
-        self.layers = nn.ModuleList(local(hidden) for _ in range(layers))
-        drop_unread_edge_encoder(self.encoder, list(self.layers))
+        """Encoder -> ``layers`` local layers of width ``hidden`` -> head; with ``raw_in`` no encoder: the
+        first layer reads the raw float features (``in_dim -> hidden``)."""
+        if self.raw_in:
+            self._check_raw_features(spec, pe, "raw_in")
+            try:
+                first = local(hidden, in_dim=spec.node_feature_dim, out_dim=hidden)
+            except TypeError:
+                name = getattr(local, "func", local).__name__
+                raise ValueError(f"{name} has no in_dim/out_dim, which model.raw_in=true needs; use local=gcn, gat "
+                                 "or sage, or model.raw_in=false") from None
+            self.layers = nn.ModuleList([first] + [local(hidden) for _ in range(layers - 1)])
+            self.input_dropout = ByteDropout(input_dropout)
+        else:
+            self.encoder = InputEncoder(spec, hidden, pe, input_dropout, edges=local_consumes_edge_attr(local))
+            self.layers = nn.ModuleList(local(hidden) for _ in range(layers))
+            drop_unread_edge_encoder(self.encoder, list(self.layers))
         discard_last_edge_output(self.layers[-1] if len(self.layers) else None)
         head_kwargs = {"pool": pool} if self.level == "graph" else {}
-        self.head = HEADS[self.level](hidden, spec.task.num_outputs, head_layers, head_dropout, **head_kwargs)
+        head_dim = hidden * layers if self.jk == "cat" else hidden
+        self.head = HEADS[self.level](head_dim, spec.task.num_outputs, head_layers, head_dropout, **head_kwargs)
 
     def _build_raw_io(self, spec: DataSpec, hidden: int, layers: int, local: LocalFactory,
                       pe: Sequence[PEBranch], input_dropout: float) -> None:
         """Raw features into the first layer, outputs out of the last one (no encoder, no head)."""
-        if spec.node_feature_dim is None:
-            raise ValueError(f"model.raw_io=true needs float node features, but '{spec.name}' has categorical ones; "
-                             "set model.raw_io=false")
-        if self.level != "node" or len(pe):
-            raise ValueError("model.raw_io=true is for node-level tasks without PE (pe=none)")
+        self._check_raw_features(spec, pe, "raw_io")
         dims = [spec.node_feature_dim] + [hidden] * (layers - 1) + [spec.task.num_outputs]
         try:
             self.layers = nn.ModuleList(local(hidden, in_dim=dims[i], out_dim=dims[i + 1]) for i in range(layers))
@@ -374,8 +456,54 @@ class MPNNModel(nn.Module):
                              "sage, or model.raw_io=false") from None
         self.input_dropout = ByteDropout(input_dropout)
 
+    def _check_raw_features(self, spec: DataSpec, pe: Sequence[PEBranch], key: str) -> None:
+        """``ValueError`` naming ``model.<key>`` when the first layer cannot read the raw features."""
+        if spec.node_feature_dim is None:
+            raise ValueError(f"model.{key}=true needs float node features, but '{spec.name}' has categorical ones; "
+                             f"set model.{key}=false")
+        if self.level != "node" or len(pe):
+            raise ValueError(f"model.{key}=true is for node-level tasks without PE (pe=none)")
+
     def reset_parameters(self) -> None:
         reset_submodules(self)
+
+    # ---- the pieces of one layer, shared by forward and the layer-wise protocol
+    def _prenorm(self, i: int) -> Optional[nn.Module]:
+        """The norm before conv ``i`` (``prenorm=True``; only on hidden-width inputs: with ``raw_io`` the
+        first conv reads the raw features un-normalised), else ``None``."""
+        if not self.prenorm:
+            return None
+        j = i - 1 if self.raw_input else i
+        return self.norms[j] if 0 <= j < len(self.norms) else None
+
+    def _enter(self, i: int, x: Tensor) -> Tensor:
+        """Conv ``i``'s input from the previous output (after dropout): the pre-norm, if any."""
+        norm = self._prenorm(i)
+        return x if norm is None else norm(x)
+
+    def _exit(self, i: int, h: Tensor, y: Tensor) -> Tensor:
+        """Conv ``i``'s output ``y [T, d_{i+1}]`` (its input ``h``: first ``T`` rows = the targets') ->
+        the layer's output: ``+ residual(h)``, then post-norm and activation (none after the last
+        ``raw_io`` layer, which emits the outputs)."""
+        if self.residual_name != "none":
+            y = y + self.residuals[i](h[:y.size(0)])
+        if self.raw_io and i == len(self.layers) - 1:
+            return y
+        return self.act(y if self.prenorm else self.norms[i](y))
+
+    def _jump(self, outs: List[Tensor]) -> Tensor:
+        """Jumping knowledge (Xu et al., ICML 2018) over the layers' outputs, each cut to the last one's
+        rows (the seeds, on a trimmed batch): ``cat`` ``[n, L*d]``, ``max`` / ``sum`` ``[n, d]``
+        (element-wise), ``last`` / ``none`` the last output."""
+        n = outs[-1].size(0)
+        outs = [o[:n] for o in outs]
+        if self.jk == "cat":
+            return torch.cat(outs, dim=-1)
+        if self.jk == "max":
+            return torch.stack(outs, 0).amax(0)
+        if self.jk == "sum":
+            return torch.stack(outs, 0).sum(0)
+        return outs[-1]
 
     def forward(self, data) -> Tensor:
         plan = _trim_plan(self, data)
@@ -388,19 +516,25 @@ class MPNNModel(nn.Module):
                 return layer(x, data.edge_index, edge_attr)
             return local_trimmed(layer, x, edge_attr, trim)
 
-        if self.raw_io:
+        if self.raw_input:
             x = data.x if plan is None else data.x[:trims[0].num_src]
             x = self.input_dropout(x.float())
-            for i in range(len(self.layers)):
-                x = step(i, self.dropout(x) if i > 0 else x, None)[0]
-                x = self.act(self.norms[i](x)) if i < len(self.layers) - 1 else x
-            return x if plan is None else pad_rows(x, plan.num_nodes)
-        x, edge_attr = self.encoder(data)
+            edge_attr = None
+        else:
+            x, edge_attr = self.encoder(data)
+        outs: List[Tensor] = []
         for i in range(len(self.layers)):
             if i > 0:
                 x = self.dropout(x)
-            x, edge_attr = step(i, x, edge_attr)
-            x = self.act(self.norms[i](x))
+            h = self._enter(i, x)
+            y, edge_attr = step(i, h, edge_attr)
+            x = self._exit(i, h, y)
+            outs.append(x)
+        if self.raw_io:
+            return x if plan is None else pad_rows(x, plan.num_nodes)
+        x = self._jump(outs)
+        if self.dropout_before_head:
+            x = self.dropout(x)
         ctx = AttentionContext.from_batch(data)
         out = self.head(x, ctx.batch[:x.size(0)], ctx.num_graphs)
         return out if plan is None else pad_rows(out, plan.num_nodes)
@@ -410,26 +544,26 @@ class MPNNModel(nn.Module):
         """Widths and needs of layer-wise inference (:class:`LayerwisePlan`); ``ValueError`` naming the
         reason for local layers without a block form (GAT, GIN-E, GatedGCN), edge features, a
         graph-level head or training mode."""
-        _check_layerwise(self, list(self.layers))
-        if self.raw_io:
-            dims = tuple([self.layers[0].in_dim] + [layer.out_dim for layer in self.layers])
-            out_dim = dims[-1]
-        else:
-            dims, out_dim = (self.hidden,) * (len(self.layers) + 1), self.head.out_dim
-        return LayerwisePlan(dims=dims, out_dim=out_dim, raw_input=self.raw_io,
+        _check_layerwise(self, list(self.layers),
+                         f"model.jk='{self.jk}' reads every layer's output of the predicted nodes, which "
+                         "layer-wise inference does not keep (it holds one layer's rows at a time)"
+                         if self.jk not in ("none", "last") else None)
+        dims = tuple(self._dims())
+        out_dim = dims[-1] if self.raw_io else self.head.out_dim
+        return LayerwisePlan(dims=dims, out_dim=out_dim, raw_input=self.raw_input,
                              needs_degree=any(type(layer) is GCNLayer for layer in self.layers))
 
     def layerwise_input(self, data) -> Tensor:
         """Layer 0's input for the nodes of ``data`` (row-wise): the raw float features (``raw_io``)
         or the encoded ones ``[n, d_0]``."""
-        return data.x.float() if self.raw_io else self.encoder(data)[0]
+        return data.x.float() if self.raw_input else self._enter(0, self.encoder(data)[0])
 
     def layerwise_layer(self, i: int, block: Any) -> Tensor:
         """Layer ``i`` and the norm and activation after it for a block of target nodes
         (:func:`~graphgt.nn.gps_layer.local_block`): ``[T, d_{i+1}]`` (eval mode: dropout is off,
         BatchNorm uses its running statistics, so each row is the full-graph forward's)."""
-        x = local_block(self.layers[i], block)
-        return x if self.raw_io and i == len(self.layers) - 1 else self.act(self.norms[i](x))
+        x = self._exit(i, block.x_dst, local_block(self.layers[i], block))
+        return self._enter(i + 1, x) if i + 1 < len(self.layers) else x
 
     def layerwise_output(self, x: Tensor) -> Tensor:
         """The head on the last layer's rows (identity with ``raw_io``): ``[n, d_L] -> [n, out]``."""
@@ -438,6 +572,11 @@ class MPNNModel(nn.Module):
     def __repr__(self) -> str:
         head = "raw_io" if self.raw_io else repr(self.head)
         norm = f", norm={self.norm_name!r}" if self.norm_name != "none" else ""
+        norm += ", prenorm=True" if self.prenorm else ""
+        norm += f", residual={self.residual_name!r}" if self.residual_name != "none" else ""
+        norm += f", jk={self.jk!r}" if self.jk != "none" else ""
+        norm += ", dropout_before_head=True" if self.dropout_before_head else ""
+        norm += ", raw_in=True" if self.raw_in else ""
         return (f"{type(self).__name__}(hidden={self.hidden}, layers={len(self.layers)}, "
                 f"local={self.layers[0]!r}, act={self.act_name!r}{norm}, head={head}, trim={self.trim})")
 

@@ -309,7 +309,9 @@ class Trainer:
         (no DDP wrapper, no collectives in the forward pass), then the predictions are reassembled
         in single-process order (:meth:`Dist.gather_batches`): the result equals one process's.
         A loader with a ``predict(model, device) -> (pred, target)`` method (layer-wise inference)
-        computes the whole split itself, identically on every rank.
+        computes the whole split itself, identically on every rank.  The loss is in the units the
+        model learns; the metric and the returned predictions are in the targets' original units
+        (:meth:`Objective.predictions`: regression standardisation undone).
         """
         dist = dist or Dist()
         model.eval()
@@ -333,14 +335,16 @@ class Trainer:
                 f"{pred.numel()} values); the {desc} inputs hold NaN/inf ({_non_finite_inputs(loader)}) or the "
                 "weights diverged. The run stopped before this epoch was recorded as the best or logged; fix the "
                 f"{desc} data (features, positional encodings) and run again")
-        return EpochResult(float(objective.loss(pred, target)), float(objective.metric(pred, target)), pred)
+        loss = float(objective.loss(pred, target))  # in the units the model learns
+        pred = objective.predictions(pred)  # the targets' original units (regression standardisation undone)
+        return EpochResult(loss, float(objective.metric(pred, target)), pred)
 
     @staticmethod
     def _metric(objective: Objective, pred: Optional[Tensor], target: Optional[Tensor]) -> float:
         if pred is None:
             return float("nan")
         try:
-            return float(objective.metric(pred, target))
+            return objective.score(pred, target)
         except ValueError:  # e.g. a split without both classes for ROC-AUC
             return float("nan")
 

@@ -75,6 +75,17 @@ MODELS = {
     "gin": lambda: MPNNModel(spec(), 16, 2, partial(GINLayer)),
     "gps_gcn_no_attention": lambda: GPSModel(spec(), 16, 2, partial(GCNLayer)),
     "one_layer": lambda: MPNNModel(spec(), 16, 1, partial(SAGELayer), raw_io=True),
+    # tuned GNNs (Luo et al., 2024): the residual reads the targets' own rows, pre-norm is row-wise
+    "gcn_tuned_linear_res_batchnorm": lambda: warmed(MPNNModel(spec(), 16, 3, partial(GCNLayer), norm="batch",
+                                                               residual="linear", dropout_before_head=True)),
+    "sage_identity_res_prenorm": lambda: MPNNModel(spec(), 16, 3, partial(SAGELayer), norm="layer", prenorm=True,
+                                                   residual="identity", jk="last"),
+    "gcn_raw_in_batchnorm_res": lambda: warmed(MPNNModel(spec(), 16, 3, partial(GCNLayer), raw_in=True, norm="batch",
+                                                         residual="linear", dropout_before_head=True)),
+    "sage_raw_in_prenorm": lambda: MPNNModel(spec(), 16, 2, partial(SAGELayer), raw_in=True, norm="layer",
+                                             prenorm=True, residual="identity"),
+    "gcn_raw_io_res_prenorm": lambda: warmed(MPNNModel(spec(), 16, 3, partial(GCNLayer), raw_io=True, norm="batch",
+                                                       prenorm=True, residual="identity")),
 }
 
 
@@ -130,6 +141,7 @@ def test_self_loop_counts(store):
     (lambda: MPNNModel(spec("graph"), 16, 2, partial(SAGELayer)), "graph-level"),
     (lambda: MPNNModel(spec(), 16, 2, partial(GCNLayer, cached=True)), "cached GCN"),
     (lambda: torch.nn.Linear(F, C), "has no layerwise_plan"),
+    (lambda: MPNNModel(spec(), 16, 2, partial(SAGELayer), jk="cat"), "model.jk='cat' reads every layer's output"),
 ])
 def test_models_that_cannot_run_layerwise_say_why(store, make, message):
     with pytest.raises(ValueError, match=message):

@@ -61,3 +61,29 @@ def test_get_metric_names_and_errors():
     assert isinstance(get_metric("ogb:ogbg-molbbbp"), OGBMetric)
     with pytest.raises(ConfigError, match="unknown metric 'acc'"):
         get_metric("acc")
+
+
+def test_r2_matches_sklearn():
+    from sklearn.metrics import r2_score
+
+    from graphgt.eval.metrics import R2
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(50, 3, generator=g) * torch.tensor([1.0, 10.0, 100.0]) + 7
+    pred = y + torch.randn(50, 3, generator=g) * torch.tensor([0.5, 8.0, 10.0])
+    expected = r2_score(y.numpy(), pred.numpy())  # uniform average over the columns
+    assert R2()(pred, y) == pytest.approx(expected, rel=1e-5)
+    assert 0.3 < expected < 0.95  # a real mix of good and poor columns, not a trivial 0 or 1
+    # one column: [N] targets with [N, 1] predictions; NaN targets dropped per column
+    assert R2()(pred[:, :1], y[:, 0]) == pytest.approx(r2_score(y[:, 0].numpy(), pred[:, 0].numpy()), rel=1e-5)
+    masked = y.clone()
+    masked[:10, 1] = float("nan")
+    per_column = [r2_score(y[:, 0].numpy(), pred[:, 0].numpy()), r2_score(y[10:, 1].numpy(), pred[10:, 1].numpy()),
+                  r2_score(y[:, 2].numpy(), pred[:, 2].numpy())]
+    assert R2()(pred, masked) == pytest.approx(float(np.mean(per_column)), rel=1e-5)
+    # the mean predictor scores 0, a worse one below 0; a constant target column as sklearn's force_finite
+    assert R2()(y.mean(0).expand(50, 3), y) == pytest.approx(0.0, abs=1e-6)
+    assert R2()(-y, y) < -1
+    assert R2()(torch.tensor([2.0, 2.0]), torch.tensor([2.0, 2.0])) == 1.0
+    assert R2()(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 2.0])) == 0.0
+    assert get_metric("r2").higher_is_better and get_metric("r2").name == "r2"

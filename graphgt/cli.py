@@ -342,9 +342,37 @@ def train(argv: List[str]) -> None:
     # composition root writes that record itself once the run is accepted (graphgt.app)
     _check_run_dir_writable(argv)
     _check_sweep(argv)
-    argv = _torchrun_overrides(argv) + ["hydra.output_subdir=null"]
+    argv = options_first(_torchrun_overrides(argv) + ["hydra.output_subdir=null"])
     sys.argv = ["graphgt train"] + argv
     _hydra_train()
+
+
+#: Hydra's command-line options that take a value (``--cfg job``); ``--info`` takes one optionally
+_VALUE_OPTIONS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                  "--config-dir", "-cd", "--experimental-rerun"}
+_INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def options_first(argv: List[str]) -> List[str]:
+    """``argv`` with Hydra's options (and their values) before every override: argparse takes the
+    overrides as one positional block, so ``data=cora --cfg job hydra.output_subdir=null`` (an
+    override after an option) would be refused as unrecognised arguments."""
+    options: List[str] = []
+    overrides: List[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("-"):
+            options.append(arg)
+            takes = arg in _VALUE_OPTIONS or (arg in ("--info", "-i") and i + 1 < len(argv)
+                                                and argv[i + 1] in _INFO_VALUES)
+            if takes and i + 1 < len(argv):
+                options.append(argv[i + 1])
+                i += 1
+        else:
+            overrides.append(arg)
+        i += 1
+    return options + overrides
 
 
 def report(argv: List[str]) -> None:

@@ -72,3 +72,15 @@ def test_logger_none_and_wandb_offline(tmp_path):
     p = graphgt("train", *SMALL, "logger=wandb", f"hydra.run.dir={tmp_path / 'b'}", env={"WANDB_MODE": "offline"})
     assert p.returncode == 0, p.stderr
     assert list((tmp_path / "b" / "wandb").glob("offline-run-*"))
+
+
+def test_hydra_options_go_before_the_overrides():
+    """graphgt appends its own overrides (hydra.output_subdir=null); argparse takes the overrides as one
+    positional block, so an option given after them (``data=cora --cfg job``) must move in front."""
+    from graphgt.cli import options_first
+
+    assert options_first(["data=cora", "--cfg", "job", "hydra.output_subdir=null"]) == \
+        ["--cfg", "job", "data=cora", "hydra.output_subdir=null"]
+    assert options_first(["--multirun", "seed=0,1", "~recipe"]) == ["--multirun", "seed=0,1", "~recipe"]
+    assert options_first(["a=1", "--info", "defaults", "b=2"]) == ["--info", "defaults", "a=1", "b=2"]
+    assert options_first(["a=1", "--cfg=job", "b=2"]) == ["--cfg=job", "a=1", "b=2"]

@@ -147,8 +147,8 @@ def ensure_node_features(graphs: Sequence[Data], name: str = "the dataset") -> i
     if filled:
         logging.getLogger("graphgt.data").warning(
             "%s: %d of %d graphs have no node features; they get the constant feature x = 1 (ones[N, 1]). "
-            "Use a positional encoding as the input instead (pe=rwse or pe=lap) to give the model "
-            "structural node features.", name, filled, len(graphs))
+            "Give the model structural node inputs instead: pe=degree (one-hot degrees), pe=rwse or pe=lap.",
+            name, filled, len(graphs))
     return filled
 
 

@@ -33,9 +33,10 @@ DISPLAY_KEYS: Tuple[str, ...] = (
     "data.root", "data.store_root", "data.num_workers", "data.prefetch_factor", "data.placement",
     "trainer.progress", "trainer.checkpoint", "trainer.resume", "trainer.device", "trainer.compile",
 )
-#: Keys whose runs are the folds of one cross-validation (``KFoldSplit``'s fold, or one split file
-#: per fold): averaged into one row, counted in the folds column.
-FOLD_KEYS: Tuple[str, ...] = ("data.split.fold", "data.split.path")
+#: Keys whose runs are the folds of one cross-validation (``KFoldSplit``'s fold, one split file per
+#: fold, or one of a dataset's fixed splits such as WebKB's 10 geom-gcn splits, ``data.split_index``):
+#: averaged into one row, counted in the folds column.
+FOLD_KEYS: Tuple[str, ...] = ("data.split.fold", "data.split.path", "data.split_index")
 #: The OGB protocol: at least this many seeds, numbered 0..n-1 (ogbn-papers100M: 3; OGB's rules).
 OGB_SEEDS = 10
 OGB_SEEDS_BY_DATASET = {"ogbn-papers100m": 3, "papers100m": 3}
@@ -115,7 +116,8 @@ def group_keys(config: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def fold_of(config: Mapping[str, Any]) -> Optional[str]:
-    """The run's cross-validation fold (``data.split.fold=3``, ``data.split.path=f3.txt``), or None."""
+    """The run's cross-validation fold (``data.split.fold=3``, ``data.split.path=f3.txt``,
+    ``data.split_index=3``), or None."""
     flat = flatten(config)
     parts = [f"{k}={_show(flat[k])}" for k in FOLD_KEYS if flat.get(k) is not None]
     return " ".join(parts) or None

@@ -430,7 +430,7 @@ class MPNNModel(nn.Module):
                 first = local(hidden, in_dim=spec.node_feature_dim, out_dim=hidden)
             except TypeError:
                 name = getattr(local, "func", local).__name__
-                raise ValueError(f"{name} has no in_dim/out_dim, which model.raw_in=true needs; use local=gcn, gat "
+                raise ValueError(f"{name} has no in_dim/out_dim, which model.raw_in=true needs; use local=gcn, gat, gin "
                                  "or sage, or model.raw_in=false") from None
             self.layers = nn.ModuleList([first] + [local(hidden) for _ in range(layers - 1)])
             self.input_dropout = ByteDropout(input_dropout)
@@ -452,7 +452,7 @@ class MPNNModel(nn.Module):
             self.layers = nn.ModuleList(local(hidden, in_dim=dims[i], out_dim=dims[i + 1]) for i in range(layers))
         except TypeError:
             name = getattr(local, "func", local).__name__
-            raise ValueError(f"{name} has no in_dim/out_dim, which model.raw_io=true needs; use local=gcn, gat or "
+            raise ValueError(f"{name} has no in_dim/out_dim, which model.raw_io=true needs; use local=gcn, gat, gin or "
                              "sage, or model.raw_io=false") from None
         self.input_dropout = ByteDropout(input_dropout)
 

@@ -11,11 +11,13 @@ calls these classes); nothing here imports :mod:`graphgt.data`.
 """
 from graphgt.pe.base import PositionalEncoding
 from graphgt.pe.cache import attach_pes, compute_cached
+from graphgt.pe.degree import DegreePE
 from graphgt.pe.encoders import (
     LapDeepSetEncoder,
     LapLinearEncoder,
     LapSignNetEncoder,
     LinearPEEncoder,
+    TrainingRange,
     random_sign_flip,
 )
 from graphgt.pe.laplacian import LaplacianPE
@@ -27,9 +29,11 @@ __all__ = [
     "LaplacianPE",
     "RandomWalkSE",
     "RandomWalkSEEstimator",
+    "DegreePE",
     "attach_pes",
     "compute_cached",
     "LinearPEEncoder",
+    "TrainingRange",
     "LapLinearEncoder",
     "LapDeepSetEncoder",
     "LapSignNetEncoder",

@@ -9,6 +9,7 @@ half-written cache behind.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -61,7 +62,15 @@ def attach_pes(graphs: Sequence[Data], pes: Sequence[PositionalEncoding], cache_
         return graphs
     fingerprint = graphs_fingerprint(graphs)
     for pe in pes:
+        padded = 0
         for g, values in zip(graphs, compute_cached(graphs, pe, cache_dir, fingerprint)):
             for key, value in values.items():
                 g[key] = value
+            padded += int(any(bool(torch.isnan(v).any()) for v in values.values() if v.is_floating_point()))
+        if padded:
+            logging.getLogger("graphgt.pe").warning(
+                "%r: %d of %d graphs have NaN entries in %s (e.g. fewer than k Laplacian eigenpairs: a graph "
+                "smaller than k nodes). The encoders read them as absent (masked, or 0 for LinearPEEncoder); "
+                "lower k below the smallest graph's size to avoid padding.", pe, padded, len(graphs),
+                "/".join(pe.keys))
     return graphs

@@ -231,11 +231,71 @@ class LapSignNetEncoder(_LapBase):
                 f"layers={self.layers})")
 
 
+class TrainingRange(nn.Module):
+    r"""Clamps each column to the range it took in training: ``x_ij -> min(max(x_ij, lo_j), hi_j)``
+    with ``lo_j``/``hi_j`` the smallest/largest value of column ``j`` over every batch seen in
+    training mode (buffers, saved with the model; a column never seen passes unchanged).
+
+    In training mode it only updates the range (the batch is inside it by construction, so the
+    output is the input); in eval mode it clamps.  Why: a BatchNorm on raw structural encodings
+    divides each column by its training standard deviation, and a column that (almost) never varies
+    in training (e.g. RWSE's 3-step return probability when no training molecule has a 3-ring, an
+    odd step when every training ring is even) has a running std near ``sqrt(eps)`` = 0.003: one test
+    molecule with that structure gets a z-score in the tens, on weights that never received a
+    gradient, and its prediction explodes (GPS test RMSE far above validation RMSE on a scaffold
+    split; docs/reproducing.md).  Clamped, such a node reads as the nearest value seen in training.
+
+    Under DDP the buffers are rank 0's (``broadcast_buffers``): the range of its share of the data.
+
+    Shapes: ``[N, dim] -> [N, dim]``.
+    """
+
+    low: Tensor
+    high: Tensor
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = int(dim)
+        self.register_buffer("low", torch.full((self.dim,), float("inf")))
+        self.register_buffer("high", torch.full((self.dim,), float("-inf")))
+
+    def reset_parameters(self) -> None:
+        self.low.fill_(float("inf"))
+        self.high.fill_(float("-inf"))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            if x.size(0) > 0:
+                with torch.no_grad():
+                    torch.minimum(self.low, x.detach().amin(0).to(self.low.dtype), out=self.low)
+                    torch.maximum(self.high, x.detach().amax(0).to(self.high.dtype), out=self.high)
+            return x
+        seen = self.low <= self.high
+        low = torch.where(seen, self.low, torch.full_like(self.low, float("-inf"))).to(x.dtype)
+        high = torch.where(seen, self.high, torch.full_like(self.high, float("inf"))).to(x.dtype)
+        return torch.maximum(torch.minimum(x, high), low)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # checkpoints written before the range existed load as "nothing seen" (no clamping)
+        for name, fill in (("low", float("inf")), ("high", float("-inf"))):
+            state_dict.setdefault(prefix + name, torch.full((self.dim,), fill))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.dim})"
+
+
 class LinearPEEncoder(nn.Module):
     """GraphGPS's RWSE encoder: optional BatchNorm of the raw features, then a Linear.
 
     .. math::
-        h_i = W\\, \\mathrm{BN}(p_i) + b, \\qquad p_i \\in \\mathbb{R}^{\\text{in\\_dim}}
+        h_i = W\\, \\mathrm{BN}(\\operatorname{clamp}(p_i)) + b, \\qquad p_i \\in \\mathbb{R}^{\\text{in\\_dim}}
+
+    where ``clamp`` (:class:`TrainingRange`, ``clamp=True``) keeps each column inside the range it
+    took in training, so that a structure never seen in training (a BatchNorm column of near-zero
+    training variance) cannot turn into an exploding z-score at test time.
 
     For PEs with a single key (e.g. :class:`~graphgt.pe.random_walk.RandomWalkSE`, ``p_i`` = the
     return probabilities); NaN entries are read as 0.
@@ -244,12 +304,14 @@ class LinearPEEncoder(nn.Module):
         pe: the single-key PE whose tensor is read.
         out_dim: output width.
         norm: apply ``BatchNorm1d(in_dim)`` first (GraphGPS's ``raw_norm_type: BatchNorm``).
+        clamp: clamp each raw column to its training range before the norm (:class:`TrainingRange`;
+            ``false``: GraphGPS's encoder as published).
 
     Shapes:
         - ``data[key]: [N, in_dim]`` -> ``[N, out_dim]``
     """
 
-    def __init__(self, pe: PositionalEncoding, out_dim: int, norm: bool = True):
+    def __init__(self, pe: PositionalEncoding, out_dim: int, norm: bool = True, clamp: bool = True):
         super().__init__()
         _check_out_dim(out_dim)
         keys = tuple(pe.keys)
@@ -257,11 +319,14 @@ class LinearPEEncoder(nn.Module):
             raise ValueError(f"LinearPEEncoder reads one key, but {pe!r} writes {keys}; for LaplacianPE "
                              "use LapLinearEncoder, LapDeepSetEncoder or LapSignNetEncoder")
         self.key, self.in_dim, self.out_dim = keys[0], int(pe.in_dim), out_dim
+        self.clamp = TrainingRange(self.in_dim) if clamp else None
         self.norm = nn.BatchNorm1d(self.in_dim) if norm else None
         self.lin = nn.Linear(self.in_dim, out_dim)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        if self.clamp is not None:
+            self.clamp.reset_parameters()
         if self.norm is not None:
             self.norm.reset_parameters()
         self.lin.reset_parameters()
@@ -273,10 +338,12 @@ class LinearPEEncoder(nn.Module):
         if x.size(-1) != self.in_dim:
             raise ValueError(f"LinearPEEncoder: expected {self.key} of shape [N, {self.in_dim}], got {tuple(x.shape)}")
         x = torch.nan_to_num(x, nan=0.0)
+        if self.clamp is not None:
+            x = self.clamp(x)
         if self.norm is not None:
             x = self.norm(x)
         return self.lin(x)                                            # [N, out_dim]
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(key={self.key!r}, in_dim={self.in_dim}, out_dim={self.out_dim}, "
-                f"norm={self.norm is not None})")
+                f"norm={self.norm is not None}, clamp={self.clamp is not None})")

@@ -118,6 +118,16 @@ def test_split_files_are_folds(tmp_path):
     assert (row["num_folds"], row["num_runs"]) == (3, 3)
 
 
+def test_fixed_dataset_splits_are_folds(tmp_path):
+    """WebKB's 10 geom-gcn splits (data.split_index=0..9) are one row of 10 folds, like a k-fold CV."""
+    for idx in range(10):
+        _result(tmp_path / str(idx), 0, 0.5 + 0.01 * idx, 0.6, {"data": {"name": "cornell", "split_index": idx}})
+    (row,) = aggregate(find_results([str(tmp_path)]))
+    assert (row["num_folds"], row["num_runs"], row["num_seeds"]) == (10, 10, 1)
+    assert row["folds"][:2] == ["data.split_index=0", "data.split_index=1"]
+    assert row["test_mean"] == pytest.approx(0.545)
+
+
 def test_hardware_versions_and_commit_columns(tmp_path, capsys):
     versions = {"graphgt": "0.1.0", "torch": "2.13.0", "torch_geometric": "2.8.1", "ogb": "1.3.6", "python": "3.11"}
     for seed in range(2):

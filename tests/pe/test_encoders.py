@@ -10,6 +10,7 @@ from torch_geometric.utils import erdos_renyi_graph
 
 from graphgt.pe import (LapDeepSetEncoder, LapLinearEncoder, LaplacianPE, LapSignNetEncoder, LinearPEEncoder,
                         RandomWalkSE, random_sign_flip)
+from graphgt.pe.encoders import TrainingRange
 
 K = 4
 LAP, RW = LaplacianPE(k=K), RandomWalkSE(steps=6)
@@ -155,4 +156,56 @@ def test_repr():
     assert repr(LapDeepSetEncoder(LAP, 4, layers=3)) == \
         "LapDeepSetEncoder(k=4, out_dim=4, hidden=4, layers=3, reduce='sum', sign_flip=True)"
     assert repr(LapSignNetEncoder(LAP, 8, hidden=5)) == "LapSignNetEncoder(k=4, out_dim=8, hidden=5, layers=2)"
-    assert repr(LinearPEEncoder(RW, 4, norm=False)) == "LinearPEEncoder(key='rwse', in_dim=6, out_dim=4, norm=False)"
+    assert repr(LinearPEEncoder(RW, 4, norm=False)) == \
+        "LinearPEEncoder(key='rwse', in_dim=6, out_dim=4, norm=False, clamp=True)"
+    assert repr(LinearPEEncoder(RW, 4, clamp=False)) == \
+        "LinearPEEncoder(key='rwse', in_dim=6, out_dim=4, norm=True, clamp=False)"
+    assert repr(TrainingRange(6)) == "TrainingRange(6)"
+
+
+# ------------------------------------------------------------------ TrainingRange (issue 14)
+def test_training_range_learns_in_training_and_clamps_in_eval():
+    rng = TrainingRange(3)
+    x = torch.tensor([[0.0, 0.2, 5.0], [0.0, 0.4, -1.0]])
+    assert torch.equal(rng.eval()(x), x)                      # nothing seen yet: unchanged
+    assert torch.equal(rng.train()(x), x)                     # training: the range grows, output = input
+    assert rng.low.tolist() == [0.0, pytest.approx(0.2), -1.0] and rng.high.tolist() == [0.0, pytest.approx(0.4), 5.0]
+    rng.train()(torch.tensor([[0.0, 0.1, 2.0]]))
+    assert rng.low[1].item() == pytest.approx(0.1)            # the union of every training batch
+    out = rng.eval()(torch.tensor([[0.3, 0.9, -7.0], [0.0, 0.3, 1.0]]))
+    torch.testing.assert_close(out, torch.tensor([[0.0, 0.4, -1.0], [0.0, 0.3, 1.0]]))
+    rng.reset_parameters()
+    assert torch.isinf(rng.low).all() and torch.isinf(rng.high).all()
+
+
+def test_unseen_structure_cannot_explode_the_rwse_encoder():
+    """A column that is 0 on every training node (odd-step return probabilities of bipartite
+    molecules) gets a BatchNorm running variance near 0: an unseen value 0.2 becomes a z-score of
+    ~60 without the clamp (GraphGPS's encoder), and changes nothing with it."""
+    torch.manual_seed(0)
+    train = torch.rand(64, 6)
+    train[:, 2] = 0.0
+    batch = Data(rwse=train, num_nodes=64)
+    for make, exploded in ((lambda: LinearPEEncoder(RW, 4, clamp=False), True), (lambda: LinearPEEncoder(RW, 4), False)):
+        enc = make().train()
+        for _ in range(100):
+            enc(batch)
+        enc.eval()
+        seen, unseen = train[:1].clone(), train[:1].clone()
+        unseen[0, 2] = 0.2
+        with torch.no_grad():
+            gap = (enc(Data(rwse=unseen, num_nodes=1)) - enc(Data(rwse=seen, num_nodes=1))).abs().max().item()
+            z = (enc.norm(unseen) - enc.norm(seen)).abs().max().item() if not exploded else \
+                ((0.2 - enc.norm.running_mean[2]) / (enc.norm.running_var[2] + enc.norm.eps).sqrt()).item()
+        if exploded:
+            assert z > 30 and gap > 1.0
+        else:
+            assert gap == 0.0
+
+
+def test_checkpoints_without_the_range_still_load():
+    old = LinearPEEncoder(RW, 4, clamp=False).state_dict()
+    enc = LinearPEEncoder(RW, 4)
+    enc.load_state_dict(old)                                   # strict: the missing range = nothing seen
+    assert torch.isinf(enc.clamp.low).all()
+

@@ -9,9 +9,9 @@ from torch_geometric.nn import GINConv, GINEConv
 from graphgt.nn.local.base import ConvAdapter, LocalMP, fp32_aggregation
 
 
-def _mlp(dim: int) -> nn.Sequential:
-    """The two-layer MLP of GIN: Linear-ReLU-Linear, width ``dim`` throughout."""
-    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+def _mlp(dim: int, in_dim: Optional[int] = None, out_dim: Optional[int] = None) -> nn.Sequential:
+    """The two-layer MLP of GIN: Linear-ReLU-Linear, ``in_dim -> dim -> out_dim`` (``dim`` by default)."""
+    return nn.Sequential(nn.Linear(in_dim or dim, dim), nn.ReLU(), nn.Linear(dim, out_dim or dim))
 
 
 class GINLayer(ConvAdapter):
@@ -25,25 +25,29 @@ class GINLayer(ConvAdapter):
     Edge features are not used; they are passed through untouched.
 
     Args:
-        dim: node feature width ``d``.
+        dim: node feature width ``d`` (the MLP's hidden width).
         train_eps: learn :math:`\epsilon` (initialised to 0) instead of fixing it to 0.
+        in_dim, out_dim: input/output widths when they differ from ``dim`` (a first or last layer
+            of ``model.raw_io``: the MLP is ``in_dim -> dim -> out_dim``).
 
     Shapes:
-        x ``[N, d]``, edge_index ``[2, E]``, edge_attr ``[E, d]`` or ``None``
-        -> (``[N, d]``, the given ``edge_attr``).
+        x ``[N, in_dim]``, edge_index ``[2, E]``, edge_attr ``[E, d]`` or ``None``
+        -> (``[N, out_dim]``, the given ``edge_attr``).
     """
 
     requires_edge_attr = False
     uses_edge_attr = False
 
-    def __init__(self, dim: int, train_eps: bool = False) -> None:
+    def __init__(self, dim: int, train_eps: bool = False, in_dim: Optional[int] = None,
+                 out_dim: Optional[int] = None) -> None:
         super().__init__()
-        self.dim = dim
+        self.dim, self.in_dim, self.out_dim = dim, in_dim or dim, out_dim or dim
         self.train_eps = train_eps
-        self.conv = fp32_aggregation(GINConv(_mlp(dim), train_eps=train_eps))
+        self.conv = fp32_aggregation(GINConv(_mlp(dim, self.in_dim, self.out_dim), train_eps=train_eps))
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.dim}, train_eps={self.train_eps})"
+        widths = "" if self.in_dim == self.out_dim == self.dim else f", in_dim={self.in_dim}, out_dim={self.out_dim}"
+        return f"{self.__class__.__name__}({self.dim}{widths}, train_eps={self.train_eps})"
 
 
 class GINELayer(LocalMP):

@@ -115,6 +115,10 @@ def group_keys(config: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in flatten(config).items() if not _under(k, DISPLAY_KEYS + FOLD_KEYS)}
 
 
+#: the suffix a data module puts on the name of one of its fixed splits (WebKB: "[split 3]")
+_FOLD_SUFFIX = re.compile(r"\[split \d+\]$")
+
+
 def fold_of(config: Mapping[str, Any]) -> Optional[str]:
     """The run's cross-validation fold (``data.split.fold=3``, ``data.split.path=f3.txt``,
     ``data.split_index=3``), or None."""
@@ -272,6 +276,9 @@ def aggregate(paths: List[Path], skipped: Optional[List[str]] = None) -> List[Di
         result["_fold"] = fold_of(config)
         keys = group_keys(config)
         # dataset and metric too: runs of configs recorded without them must still not mix
+        # (a dataset named after its fixed split, "WebKB/cornell[split 3]", is one dataset across its folds)
+        result["dataset"] = _FOLD_SUFFIX.sub("", str(result["dataset"])) if result["_fold"] and \
+            result.get("dataset") is not None else result.get("dataset")
         key = json.dumps([keys, result.get("dataset"), result["metric"]], sort_keys=True, default=str)
         by_key.setdefault(key, {"keys": keys, "runs": []})["runs"].append(result)
     groups = list(by_key.values())

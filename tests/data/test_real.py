@@ -157,6 +157,28 @@ def test_ogb_molecules(tmp_path, real_root, name, sizes):
     assert 0.0 <= score <= 1.0
 
 
+def test_ogb_molecules_with_an_rdkit_target(tmp_path, real_root):
+    """data=ogbg-molbace-logp: the same molecules and scaffold split, y = RDKit's Crippen logP of
+    OGB's own SMILES (row i = graph i), a one-column regression scored by RMSE."""
+    pytest.importorskip("rdkit")
+    import pandas as pd
+    from rdkit import Chem
+    from rdkit.Chem import Crippen
+
+    m = OGBGraphData(str(real_root), "ogbg-molbace", batch_size=64, target="logp")
+    m.check()
+    m.setup([], tmp_path)
+    assert tuple(len(p) for p in m.split_indices) == (1210, 151, 152)
+    assert (m.spec.task.kind, m.spec.task.num_outputs, m.spec.task.metric) == ("regression", 1, "rmse")
+    smiles = pd.read_csv(real_root / "ogb" / "ogbg_molbace" / "mapping" / "mol.csv.gz")["smiles"]
+    val = m.split_indices[1]
+    y = torch.cat([batch.y for batch in m.val_loader()]).view(-1)
+    expected = torch.tensor([Crippen.MolLogP(Chem.MolFromSmiles(smiles[int(i)])) for i in val])
+    torch.testing.assert_close(y, expected.float())
+    with pytest.raises(ConfigError, match="data.target='pka'"):
+        OGBGraphData(str(real_root), "ogbg-molbace", target="pka").check()
+
+
 @pytest.mark.parametrize("module,expected", [
     (lambda r: PlanetoidData(r, "Cora"), "planetoid/Cora"),
     (lambda r: WebKBData(r, "Texas"), "webkb/texas"),

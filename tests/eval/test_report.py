@@ -121,8 +121,10 @@ def test_split_files_are_folds(tmp_path):
 def test_fixed_dataset_splits_are_folds(tmp_path):
     """WebKB's 10 geom-gcn splits (data.split_index=0..9) are one row of 10 folds, like a k-fold CV."""
     for idx in range(10):
-        _result(tmp_path / str(idx), 0, 0.5 + 0.01 * idx, 0.6, {"data": {"name": "cornell", "split_index": idx}})
+        _result(tmp_path / str(idx), 0, 0.5 + 0.01 * idx, 0.6, {"data": {"name": "cornell", "split_index": idx}},
+                dataset=f"WebKB/cornell[split {idx}]")
     (row,) = aggregate(find_results([str(tmp_path)]))
+    assert row["dataset"] == "WebKB/cornell"
     assert (row["num_folds"], row["num_runs"], row["num_seeds"]) == (10, 10, 1)
     assert row["folds"][:2] == ["data.split_index=0", "data.split_index=1"]
     assert row["test_mean"] == pytest.approx(0.545)

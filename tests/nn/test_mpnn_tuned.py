@@ -10,7 +10,7 @@ from torch import nn
 from torch_geometric.data import Data
 from torch_geometric.nn import GCNConv
 
-from graphgt.nn.local import GCNLayer, GINLayer, SAGELayer
+from graphgt.nn.local import GatedGCNLayer, GCNLayer, GINLayer, SAGELayer
 from graphgt.nn.model import MPNNModel
 from graphgt.spec import DataSpec, FloatFeatures, Task
 
@@ -163,7 +163,7 @@ def test_dropout_before_head_drops_the_last_layers_output():
     (dict(jk="cat", raw_io=True), r"model.jk='cat' .* model.raw_io=true has no head"),
     (dict(dropout_before_head=True, raw_io=True), r"model.dropout_before_head=true needs a head"),
     (dict(raw_in=True, raw_io=True), r"model.raw_in=true and model.raw_io=true"),
-    (dict(raw_in=True, local=partial(GINLayer)), r"GINLayer has no in_dim/out_dim, which model.raw_in=true needs"),
+    (dict(raw_in=True, local=partial(GatedGCNLayer)), r"GatedGCNLayer has no in_dim/out_dim, which model.raw_in=true needs"),
 ])
 def test_bad_options_name_the_key(kwargs, message):
     local = kwargs.pop("local", partial(SAGELayer))
@@ -188,3 +188,13 @@ def test_cora_tuned_preset_builds_the_papers_model():
     assert model.raw_in and model.dropout.p == 0.7 and model.dropout_before_head and len(model.layers) == 3
     # GCN 1433x512 (+b), 2 x GCN 512x512 (+b), head 512x7 (+b): tunedGNN's used parameters
     assert sum(p.numel() for p in model.parameters()) == 1433 * 512 + 512 + 2 * (512 * 512 + 512) + 512 * 7 + 7
+
+
+def test_gin_takes_raw_io_widths():
+    """GIN's MLP reads in_dim and emits out_dim (in_dim -> dim -> out_dim), so model.raw_io works with local=gin."""
+    layer = GINLayer(16, in_dim=5, out_dim=3)
+    x = torch.randn(4, 5)
+    out, _ = layer(x, torch.tensor([[0, 1, 2], [1, 2, 3]]), None)
+    assert out.shape == (4, 3)
+    assert repr(layer) == "GINLayer(16, in_dim=5, out_dim=3, train_eps=False)" and repr(GINLayer(8)) == "GINLayer(8, train_eps=False)"
+    assert [m.weight.shape for m in layer.conv.nn if isinstance(m, nn.Linear)] == [(16, 5), (3, 16)]

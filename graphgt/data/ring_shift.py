@@ -41,7 +41,7 @@ NUM_BOND_TYPES = 2
 
 def _molecule(rng: np.random.Generator, num_atoms: int, ring_sizes: Sequence[int], max_rings: int) -> Data:
     """One molecule-like graph: ``1..max_rings`` rings of the given sizes joined by chains, then
-    atoms attached to random atoms of degree < 4 until ``num_atoms``."""
+    atoms attached to random atoms of degree < 3 until ``num_atoms``."""
     edges: List[tuple] = []
     ring_bond: List[int] = []
     degree: List[int] = []
@@ -56,10 +56,6 @@ def _molecule(rng: np.random.Generator, num_atoms: int, ring_sizes: Sequence[int
         degree[a] += 1
         degree[b] += 1
 
-    def free_atom() -> int:
-        free = [i for i, d in enumerate(degree) if d < 3]
-        return int(rng.choice(free))
-
     for r in range(int(rng.integers(1, max_rings + 1))):
         size = int(rng.choice(ring_sizes))
         ring = [add_atom() for _ in range(size)]
@@ -68,8 +64,7 @@ def _molecule(rng: np.random.Generator, num_atoms: int, ring_sizes: Sequence[int
         if r > 0:  # join to the molecule built so far (a single chain bond)
             bond(free_atom_excluding(degree, ring, rng), ring[0], 0)
     while len(degree) < num_atoms:
-        anchor = free_atom()
-        bond(anchor, add_atom(), 0)
+        bond(free_atom_excluding(degree, (), rng), add_atom(), 0)
     n = len(degree)
     src = torch.tensor([a for a, b in edges] + [b for a, b in edges], dtype=torch.long)
     dst = torch.tensor([b for a, b in edges] + [a for a, b in edges], dtype=torch.long)
@@ -83,7 +78,7 @@ def _molecule(rng: np.random.Generator, num_atoms: int, ring_sizes: Sequence[int
 
 
 def free_atom_excluding(degree: List[int], exclude: Sequence[int], rng: np.random.Generator) -> int:
-    """A random atom of degree < 3 outside ``exclude`` (the ring being joined)."""
+    """A random atom of degree < 3 outside ``exclude`` (e.g. the ring being joined)."""
     skip = set(exclude)
     free = [i for i, d in enumerate(degree) if d < 3 and i not in skip]
     return int(rng.choice(free))

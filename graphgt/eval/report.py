@@ -277,8 +277,8 @@ def aggregate(paths: List[Path], skipped: Optional[List[str]] = None) -> List[Di
         keys = group_keys(config)
         # dataset and metric too: runs of configs recorded without them must still not mix
         # (a dataset named after its fixed split, "WebKB/cornell[split 3]", is one dataset across its folds)
-        result["dataset"] = _FOLD_SUFFIX.sub("", str(result["dataset"])) if result["_fold"] and \
-            result.get("dataset") is not None else result.get("dataset")
+        if result["_fold"] and result.get("dataset") is not None:
+            result["dataset"] = _FOLD_SUFFIX.sub("", str(result["dataset"]))
         key = json.dumps([keys, result.get("dataset"), result["metric"]], sort_keys=True, default=str)
         by_key.setdefault(key, {"keys": keys, "runs": []})["runs"].append(result)
     groups = list(by_key.values())

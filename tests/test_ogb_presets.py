@@ -135,10 +135,10 @@ def test_full_batch_outputs_equal_the_full_graph_forward(preset, fanouts, exact)
         assert not torch.allclose(out, ref, atol=1e-3)
 
 
-def test_tuned_products_sage_preset_on_a_fake_products(tmp_path):
+def test_tuned_products_sage_preset_on_a_fake_products(tmp_path, capsys):
     """ogbn-products-sage-tuned: Luo et al.'s tuned GraphSAGE (5 x SAGE 200 wide, LayerNorm, dropout
-    0.5, Adam 3e-3) with its leaderboard figure; on a 300-node products in OGB's raw layout it
-    trains, evaluates exactly layer by layer, and has product.py's parameters minus one LayerNorm
+    0.5, Adam 3e-3) with its leaderboard figure, trained as product.py on random-node subgraphs in 10
+    parts; on a 300-node products in OGB's raw layout it trains, evaluates exactly layer by layer, and has product.py's parameters minus one LayerNorm
     (Linear 100x200 + 5 SAGE(200, 200) + 5 LayerNorms + head 200x47: 20,200 + 5 * 80,200 + 5 * 400 + 9,447)."""
     from tests.data.ogb_fixtures import write_ogb_node_fixture
 
@@ -148,10 +148,11 @@ def test_tuned_products_sage_preset_on_a_fake_products(tmp_path):
     root = tmp_path / "ogb"
     write_ogb_node_fixture(root, "products", num_nodes=300, num_edges=1500, num_feat=100)
     torch.set_num_threads(1)
-    cfg, choices = compose_with_choices(preset_overrides(preset, root, tmp_path) +
-                                        ["trainer.max_epochs=1", "data.batch_size=64"])
-    assert list(cfg.data.sampler.fanouts) == [5, 5, 5, 5, 5] and cfg.data.layerwise_eval.buffer == "ram"
+    cfg, choices = compose_with_choices(preset_overrides(preset, root, tmp_path) + ["trainer.max_epochs=1"])
+    assert cfg.data.sampler._target_ == "graphgt.data.sampling.RandomNodeSampler" and cfg.data.sampler.num_parts == 10
+    assert cfg.data.layerwise_eval.buffer == "ram" and cfg.trainer.max_epochs == 1
     r = run(cfg, tmp_path / "run", choices)
+    assert "in 10 parts) with their random context" in capsys.readouterr().out
     assert r["dataset"] == "ogbn-products" and r["metric"] == "acc"
     assert r["num_params"] == 20_200 + 5 * 80_200 + 5 * 400 + 9_447 == 433_047 - 400
     assert 0.0 <= r["test_at_best_val"] <= 1.0

@@ -351,17 +351,69 @@ class RandomSplit(Split):
         return SplitIndices(*(torch.sort(torch.as_tensor(p, dtype=torch.int64)).values for p in parts))
 
 
-def _class_labels(labels: Optional[Tensor], num_items: int, where: str) -> np.ndarray:
+class PerClassSplit(Split):
+    """A seeded random split of the Planetoid kind: ``train_per_class`` training items of every class,
+    then ``val`` and ``test`` items drawn from the rest, whatever their class.
+
+    As Kipf & Welling's public split has it (20 per class / 500 / 1000), but drawn at random;
+    Shchur et al. (2018) showed rankings change between such random splits and the fixed one, and the
+    tuned GNNs of Luo et al. (2024, tunedGNN ``class_rand_splits``) are reported on them. Each class
+    is shuffled and gives its first ``train_per_class`` items to train; the other items are shuffled
+    together and cut into ``val`` then ``test`` (``test: null``: all that remain). Identical for the
+    same ``(labels, seed)``.
+
+    Args:
+        train_per_class: training items per class (every class needs at least this many).
+        val: validation items.
+        test: test items, or null for every item left.
+        seed: seed of the shuffles (sweep it for the usual "10 random splits" protocol; ``graphgt
+            report`` counts runs that differ in it as folds of one row).
+    """
+
+    def __init__(self, train_per_class: int = 20, val: int = 500, test: Optional[int] = 1000, seed: int = 0):
+        self.train_per_class, self.val = int(train_per_class), int(val)
+        self.test = None if test is None else int(test)
+        self.seed = int(seed)
+
+    def check(self) -> None:
+        if self.train_per_class < 1:
+            raise ConfigError(f"split.train_per_class must be >= 1, got {self.train_per_class}")
+        if self.val < 0 or (self.test is not None and self.test < 1):
+            raise ConfigError(f"split.val must be >= 0 and split.test >= 1 or null, got val={self.val}, test={self.test}")
+
+    def split(self, num_items: int, source: Any = None, labels: Optional[Tensor] = None) -> SplitIndices:
+        self.check()
+        y = _class_labels(labels, num_items, "PerClassSplit",
+                          "it splits classification data; use a RandomSplit for other tasks")
+        rng = np.random.default_rng(self.seed)
+        train, rest = [], []
+        for c in np.unique(y[y >= 0]):
+            members = rng.permutation(np.flatnonzero(y == c))
+            if members.size < self.train_per_class:
+                raise ConfigError(f"PerClassSplit: class {int(c)} has {members.size} items, fewer than "
+                                  f"split.train_per_class={self.train_per_class}; lower it")
+            train.append(members[:self.train_per_class])
+            rest.append(members[self.train_per_class:])
+        rest_all = rng.permutation(np.concatenate(rest))
+        test_n = rest_all.size - self.val if self.test is None else self.test
+        if self.val + test_n > rest_all.size or test_n < 1:
+            raise ConfigError(f"PerClassSplit: {rest_all.size} items remain after the training items, fewer than "
+                              f"split.val={self.val} + split.test={self.test}; lower them")
+        parts = (np.concatenate(train), rest_all[:self.val], rest_all[self.val:self.val + test_n])
+        return SplitIndices(*(torch.sort(torch.as_tensor(p, dtype=torch.int64)).values for p in parts))
+
+
+def _class_labels(labels: Optional[Tensor], num_items: int, where: str,
+                  fix: str = "set data.split.stratify=false") -> np.ndarray:
     """One integer class id per item (``[N]`` or ``[N, 1]``), or a :class:`ConfigError` naming the fix."""
     if labels is None:
-        raise ConfigError(f"{where}: stratify=true needs class labels, and this dataset has none "
-                          f"(set data.split.stratify=false)")
+        raise ConfigError(f"{where}: needs class labels, and this dataset has none ({fix})")
     y = torch.as_tensor(labels)
     if y.dim() > 1 and y.size(-1) == 1:
         y = y.view(-1)
     if y.dim() != 1 or y.numel() != num_items or y.is_floating_point():
-        raise ConfigError(f"{where}: stratify=true needs one integer class label per item; got labels of shape "
-                          f"{list(y.shape)} and dtype {y.dtype} (set data.split.stratify=false)")
+        raise ConfigError(f"{where}: needs one integer class label per item; got labels of shape "
+                          f"{list(y.shape)} and dtype {y.dtype} ({fix})")
     return y.numpy()
 
 

@@ -34,9 +34,10 @@ DISPLAY_KEYS: Tuple[str, ...] = (
     "trainer.progress", "trainer.checkpoint", "trainer.resume", "trainer.device", "trainer.compile",
 )
 #: Keys whose runs are the folds of one cross-validation (``KFoldSplit``'s fold, one split file per
-#: fold, or one of a dataset's fixed splits such as WebKB's 10 geom-gcn splits, ``data.split_index``):
-#: averaged into one row, counted in the folds column.
-FOLD_KEYS: Tuple[str, ...] = ("data.split.fold", "data.split.path", "data.split_index")
+#: fold, or one of a dataset's fixed splits such as WebKB's 10 geom-gcn splits, ``data.split_index``)
+#: or the random splits of one protocol (``data.split.seed`` of a ``RandomSplit`` / ``PerClassSplit``,
+#: or the dealing of a repeated k-fold CV): averaged into one row, counted in the folds column.
+FOLD_KEYS: Tuple[str, ...] = ("data.split.fold", "data.split.path", "data.split_index", "data.split.seed")
 #: The OGB protocol: at least this many seeds, numbered 0..n-1 (ogbn-papers100M: 3; OGB's rules).
 OGB_SEEDS = 10
 OGB_SEEDS_BY_DATASET = {"ogbn-papers100m": 3, "papers100m": 3}
@@ -119,12 +120,19 @@ def group_keys(config: Mapping[str, Any]) -> Dict[str, Any]:
 _FOLD_SUFFIX = re.compile(r"\[split \d+\]$")
 
 
-def fold_of(config: Mapping[str, Any]) -> Optional[str]:
-    """The run's cross-validation fold (``data.split.fold=3``, ``data.split.path=f3.txt``,
-    ``data.split_index=3``), or None."""
+def fold_parts(config: Mapping[str, Any]) -> Dict[str, str]:
+    """The run's values of the :data:`FOLD_KEYS` it sets (``{"data.split.fold": "3", ...}``)."""
     flat = flatten(config)
-    parts = [f"{k}={_show(flat[k])}" for k in FOLD_KEYS if flat.get(k) is not None]
-    return " ".join(parts) or None
+    return {k: _show(flat[k]) for k in FOLD_KEYS if flat.get(k) is not None}
+
+
+def fold_of(config: Mapping[str, Any], keys: Optional[Iterable[str]] = None) -> Optional[str]:
+    """The run's cross-validation fold or random split (``data.split.fold=3``, ``data.split.path=f3.txt``,
+    ``data.split_index=3``, ``data.split.seed=3``; several joined by spaces), or None. ``keys``: only
+    these fold keys (a row names the ones that vary between its runs)."""
+    parts = fold_parts(config)
+    shown = [k for k in FOLD_KEYS if k in parts and (keys is None or k in keys)]
+    return " ".join(f"{k}={parts[k]}" for k in shown) or None
 
 
 def _show(value: Any) -> str:
@@ -285,6 +293,13 @@ def aggregate(paths: List[Path], skipped: Optional[List[str]] = None) -> List[Di
     rows = []
     for group, label in zip(groups, _distinguish(groups)):
         runs = group["runs"]
+        # a fold is named by the fold keys that vary between the row's runs (a k-fold CV's constant
+        # dealing seed stays out of "data.split.fold=3"); all of them when none varies
+        parts = [fold_parts(r.get("config") or {}) for r in runs]
+        varying = {k for k in FOLD_KEYS if len({p.get(k) for p in parts}) > 1}
+        if varying:
+            for r in runs:
+                r["_fold"] = fold_of(r.get("config") or {}, varying)
         runs.sort(key=lambda r: (str(r["_fold"]), str(r.get("seed")), r["_path"]))
         test_mean, test_std = mean_std([r["test_at_best_val"] for r in runs])
         val_mean, val_std = mean_std([r["best_val"] for r in runs])
@@ -292,6 +307,7 @@ def aggregate(paths: List[Path], skipped: Optional[List[str]] = None) -> List[Di
         folds = sorted({r["_fold"] for r in runs if r["_fold"] is not None})
         row = {
             "label": label, "dataset": runs[0].get("dataset"), "metric": runs[0]["metric"],
+            "higher_is_better": bool(runs[0].get("higher_is_better", True)),
             "test_mean": test_mean, "test_std": test_std, "val_mean": val_mean, "val_std": val_std,
             "num_runs": len(runs), "num_seeds": len(seeds), "seeds": seeds,
             "num_folds": max(len(folds), 1), "folds": folds, "num_params": runs[0].get("num_params"),
@@ -324,14 +340,19 @@ def _cell(text: Any) -> str:
 
 
 def markdown(rows: List[Dict[str, Any]]) -> str:
-    """The table, one row per group."""
-    lines = ["| model | dataset | metric | test (at best val) | best val | seeds | folds | #params | s/epoch | "
+    """The table, one row per group (the test column says how its epoch was selected)."""
+    test_col = ("test (at best val)" if not any(r.get("selection") == "mean-test" for r in rows)
+                else "test (best mean-test epoch, optimistic)")
+    lines = [f"| model | dataset | metric | {test_col} | best val | seeds | folds | #params | s/epoch | "
              "hardware | versions | commit |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         params = f"{r['num_params']:,}" if isinstance(r.get("num_params"), int) else "?"
+        test = _fmt(r['test_mean'], r['test_std'])
+        if test_col != "test (at best val)":
+            test += f" (epoch {r['selected_epoch']})" if r.get("selection") == "mean-test" else " (at best val)"
         lines.append(f"| {_cell(r['label'])} | {_cell(r['dataset'])} | {r['metric']} | "
-                     f"{_fmt(r['test_mean'], r['test_std'])} | {_fmt(r['val_mean'], r['val_std'])} | "
+                     f"{test} | {_fmt(r['val_mean'], r['val_std'])} | "
                      f"{r['num_seeds']} | {r['num_folds']} | {params} | {r['epoch_time_s']:.3f} | "
                      f"{_cell(r['hardware'])} | {_cell(r['versions'])} | {_cell(r['commit'])} |")
     return "\n".join(lines)
@@ -378,6 +399,36 @@ def mean_curves(row: Mapping[str, Any]) -> Tuple[Dict[str, List[Tuple[int, float
                 per_epoch[split].setdefault(epoch, []).append(value)
     return ({split: [(e, statistics.fmean(v)) for e, v in sorted(points.items())] for split, points in per_epoch.items()},
             missing)
+
+
+#: ``--select``: how a row picks the epoch whose test score it reports.
+SELECTIONS = ("val", "mean-test")
+
+
+def select_mean_test_epoch(row: Dict[str, Any]) -> Optional[str]:
+    """Re-score ``row`` by Xu et al. (ICLR 2019)'s cross-validation protocol: the **one** epoch whose
+    test score, averaged over the row's runs (the folds), is best; ``test_mean``/``test_std`` become
+    the mean and the (n-1) standard deviation over the runs at that epoch, ``selected_epoch`` names it.
+
+    The epoch is chosen on the test folds, so the figure is optimistic by construction (Errica et al.,
+    ICLR 2020); it exists to compare with tables reported that way (GIN's 89.4 on MUTAG), never to
+    select models. Only epochs that every run logged count; of tied epochs, the earliest. Returns why the row cannot be re-scored
+    (a run without a per-epoch test curve in its ``metrics.csv``), or None when it was.
+    """
+    curves = [read_curve(Path(d), row["metric"])["test"] for d in row["runs"]]
+    bare = [d for d, c in zip(row["runs"], curves) if not c]
+    if bare:
+        return (f"--select mean-test needs every run's per-epoch test scores (metrics.csv, with "
+                f"trainer.test_every_epoch=true and a logger other than none); missing in {', '.join(bare)}")
+    common = set.intersection(*(set(c) for c in curves))
+    if not common:
+        return "--select mean-test: the runs have no epoch in common"
+    sign = 1.0 if row.get("higher_is_better", True) else -1.0
+    epoch = max(sorted(common), key=lambda e: sign * statistics.fmean(c[e] for c in curves))
+    row["test_mean"], row["test_std"] = mean_std([c[epoch] for c in curves])
+    row["selected_epoch"] = epoch
+    row["selection"] = "mean-test"
+    return None
 
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -439,6 +490,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--plot", type=Path, metavar="FILE.png",
                         help="draw validation/test curves per group (mean over its runs, from each run's "
                              "metrics.csv) into this file; needs matplotlib (pip install 'graphgt[plot]')")
+    parser.add_argument("--select", choices=SELECTIONS, default="val",
+                        help="which epoch's test score a row reports: val (default) = each run's best-validation "
+                             "epoch (the OGB protocol); mean-test = the one epoch with the best test score averaged "
+                             "over the row's runs (Xu et al. 2019's cross-validation protocol: optimistic, for "
+                             "comparing with figures reported that way only)")
     args = parser.parse_args(argv)
     paths = find_results(args.paths)
     unfinished = find_unfinished(args.paths)
@@ -446,8 +502,17 @@ def main(argv: Optional[List[str]] = None) -> None:
         parser.exit(2, f"graphgt report: error: no results.json under {' '.join(args.paths)}\n")
     skipped: List[str] = []
     rows = aggregate(paths, skipped)
+    unselected: List[str] = []
+    if args.select == "mean-test":
+        for r in rows:
+            why = select_mean_test_epoch(r)
+            if why:
+                unselected.append(f"{r['label']} ({r['dataset']}): not re-scored, still at best val: {why}")
+            else:
+                r["warnings"].append(f"test score of epoch {r['selected_epoch']}, chosen on the test folds "
+                                     "(--select mean-test): optimistic, not a model-selection result")
     table = markdown(rows)
-    notes = warnings_of(rows) + [f"skipped {s}" for s in skipped]
+    notes = warnings_of(rows) + unselected + [f"skipped {s}" for s in skipped]
     for d in unfinished["failed"]:
         try:
             error = json.loads((d / "error.json").read_text())

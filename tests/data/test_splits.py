@@ -12,7 +12,7 @@ from torch_geometric.data import Data
 
 from graphgt.errors import ConfigError
 from graphgt.data.common import as_split
-from graphgt.data.splits import IndexFileSplit, KFoldSplit, MaskSplit, OfficialSplit, RandomSplit
+from graphgt.data.splits import IndexFileSplit, KFoldSplit, MaskSplit, OfficialSplit, PerClassSplit, RandomSplit
 
 from .helpers import SHARED, requires_shared
 
@@ -46,6 +46,25 @@ def test_random_split_stratified():
 def test_random_split_bad_fractions(train, val):
     with pytest.raises(ConfigError, match="split"):
         RandomSplit(train, val).check()
+
+
+def test_per_class_split_planetoid_sizes_seeded():
+    y = torch.as_tensor(np.random.default_rng(0).integers(0, 7, 2708))
+    a = PerClassSplit(20, 500, 1000, seed=3).split(2708, labels=y)
+    b = PerClassSplit(20, 500, 1000, seed=3).split(2708, labels=y)
+    c = PerClassSplit(20, 500, 1000, seed=4).split(2708, labels=y)
+    assert [len(p) for p in a] == [140, 500, 1000] and all(torch.equal(u, v) for u, v in zip(a, b))
+    assert not torch.equal(a.train, c.train)
+    assert torch.bincount(y[a.train], minlength=7).tolist() == [20] * 7
+    assert len(set(a.train.tolist()) | set(a.val.tolist()) | set(a.test.tolist())) == 1640  # disjoint
+    everything = PerClassSplit(20, 500, None, seed=0).split(2708, labels=y)
+    assert len(everything.test) == 2708 - 140 - 500
+    with pytest.raises(ConfigError, match="train_per_class=500"):
+        PerClassSplit(500).split(2708, labels=y)
+    with pytest.raises(ConfigError, match="split.val=2000"):
+        PerClassSplit(20, 2000, 1000).split(2708, labels=y)
+    with pytest.raises(ConfigError, match="use a RandomSplit"):
+        PerClassSplit().split(10, labels=None)
 
 
 def test_mask_split_single_and_multi_column():

@@ -101,7 +101,7 @@ def test_cross_validation_folds_x_seeds_are_one_row(tmp_path, capsys):
     assert len(rows) == 1
     row = rows[0]
     assert (row["num_runs"], row["num_seeds"], row["num_folds"]) == (10, 2, 5)
-    assert row["folds"] == [f"data.split.fold={f}" for f in range(5)]
+    assert row["folds"] == [f"data.split.fold={f}" for f in range(5)]  # the constant dealing seed is not named
     assert row["test_mean"] == pytest.approx(statistics.fmean(tests.values()))
     assert row["test_std"] == pytest.approx(statistics.stdev(tests.values()))
     main([str(tmp_path / "cv")])
@@ -116,6 +116,19 @@ def test_split_files_are_folds(tmp_path):
             "_target_": "graphgt.data.splits.IndexFileSplit", "path": f"/splits/fold{fold}.npz"}}})
     (row,) = aggregate(find_results([str(tmp_path)]))
     assert (row["num_folds"], row["num_runs"]) == (3, 3)
+
+
+def test_random_split_seeds_are_folds(tmp_path):
+    """data.split.seed=0..4 of a PerClassSplit (Planetoid-style random splits): one row of 5 folds."""
+    for idx in range(5):
+        _result(tmp_path / str(idx), 0, 0.8 + 0.01 * idx, 0.6, {"data": {"name": "Cora", "split": {
+            "_target_": "graphgt.data.splits.PerClassSplit", "train_per_class": 20, "seed": idx}}})
+    _result(tmp_path / "other", 0, 0.5, 0.5, {"data": {"name": "Cora", "split": {
+        "_target_": "graphgt.data.splits.PerClassSplit", "train_per_class": 5, "seed": 0}}})
+    rows = aggregate(find_results([str(tmp_path)]))
+    (row,) = [r for r in rows if r["num_runs"] == 5]
+    assert len(rows) == 2 and row["num_folds"] == 5 and row["test_mean"] == pytest.approx(0.82)
+    assert row["folds"] == [f"data.split.seed={i}" for i in range(5)]
 
 
 def test_fixed_dataset_splits_are_folds(tmp_path):
@@ -213,6 +226,40 @@ def test_plot_errors_are_clear(tmp_path, capsys, monkeypatch):
         main([str(tmp_path), "--plot", str(tmp_path / "c.png")])
     assert e.value.code == 2 and "pip install 'graphgt[plot]'" in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists()
+
+
+def _cv_runs(root, dataset, curves, higher_is_better):
+    """One finished fold per test curve (best val 0.5 everywhere; test at best val = the first epoch's)."""
+    for fold, curve in curves.items():
+        _result(root / str(fold), 0, curve[0] if curve else 0.5, 0.5, {"data": {"root": "/r", "name": dataset, "split": {"fold": fold}}},
+                dataset=dataset, higher_is_better=higher_is_better)
+        if curve:
+            _curves(root / str(fold), [(0.5, t) for t in curve])
+
+
+def test_select_mean_test_is_xu_et_al_cross_validation_protocol(tmp_path, capsys):
+    # three folds; epoch 2 has the best mean test score (0.80) although no fold peaks there alone
+    tests = {0: [0.70, 0.80, 0.90], 1: [0.90, 0.85, 0.60], 2: [0.60, 0.75, 0.70]}
+    _cv_runs(tmp_path / "cv", "MUTAG", tests, True)
+    (row,) = aggregate(find_results([str(tmp_path / "cv")]))
+    assert row["num_folds"] == 3 and row["test_mean"] == pytest.approx(statistics.fmean([0.7, 0.9, 0.6]))
+    assert report_module.select_mean_test_epoch(row) is None
+    assert row["selected_epoch"] == 2
+    assert (row["test_mean"], row["test_std"]) == pytest.approx(mean_std([0.80, 0.85, 0.75]))
+    main([str(tmp_path / "cv"), "--select", "mean-test"])
+    out = capsys.readouterr().out
+    assert "test (best mean-test epoch, optimistic)" in out and "0.8000 ± 0.0500 (epoch 2)" in out
+    assert "chosen on the test folds" in out
+    # lower is better (RMSE): the epoch with the lowest mean; epochs 1 and 3 tie (0.7333): the earlier one
+    _cv_runs(tmp_path / "reg", "X", tests, False)
+    (row,) = aggregate(find_results([str(tmp_path / "reg")]))
+    assert report_module.select_mean_test_epoch(row) is None and row["selected_epoch"] == 1
+    # a run without per-epoch test scores: the row stays at best val, and the report says why
+    _cv_runs(tmp_path / "cv", "MUTAG", {3: []}, True)
+    main([str(tmp_path / "cv"), "--select", "mean-test"])
+    out = capsys.readouterr().out
+    assert "not re-scored, still at best val" in out and str(tmp_path / "cv" / "3") in out
+    assert "test (at best val)" in out
 
 
 def test_report_module_imports_neither_torch_nor_pyg():

@@ -180,7 +180,7 @@ def test_cora_tuned_preset_builds_the_papers_model():
     from tests.conftest import CONFIG_DIR, compose
 
     assert published(CONFIG_DIR / "experiment" / "cora-gcn-tuned.yaml") == \
-        "test accuracy 0.851 (Luo et al., NeurIPS 2024, tuned GCN; random 20-per-class splits, not the public split used here)"
+        "test accuracy 0.851 (Luo et al., NeurIPS 2024, tuned GCN; one random 20-per-class split, not the public split used here)"
     cfg = compose(["experiment=cora-gcn-tuned"])
     assert cfg.data.normalize_features is False and cfg.trainer.optimizer.lr == 0.001
     cora = DataSpec(Task("multiclass", 7, "node", "accuracy"), FloatFeatures(1433), None, "Cora")

@@ -161,6 +161,20 @@ def map_grow(table, bits, new_bits):
     return out
 
 
+@njit(cache=True)
+def map_get(table, bits, key):
+    """The value of ``key``, or -1 when it is absent (nothing is inserted)."""
+    mask = (np.int64(1) << bits) - 1
+    i = _slot(key, bits)
+    while True:
+        k = table[2 * i]
+        if k == -1:
+            return -1
+        if k == key:
+            return table[2 * i + 1]
+        i = (i + 1) & mask
+
+
 # --------------------------------------------------------------------------- small helpers
 @njit(cache=True)
 def _grow_1d(buf, need):
@@ -305,6 +319,70 @@ def sample_neighbors(indptr, indices, seeds, fanouts, rng_seed):
         edges_per_hop[h] = e - e0
         start, stop = stop, n
     return (OK, nodes[:n], src[:e], dst[:e], nodes_per_hop, edges_per_hop)
+
+
+# --------------------------------------------------------------------------- random-node subgraphs
+@njit(cache=True)
+def sample_random_nodes(indptr, indices, seeds, threshold, rng_seed):
+    """The subgraph induced on the seeds plus random context nodes (GraphSAINT's node sampler with
+    uniform probabilities; one part of PyG's ``RandomNodeLoader`` when ``threshold / 2**64 = 1/parts``).
+
+    Every node ``v`` of ``0..N-1`` draws one 64-bit number ``r_v`` (in id order, from this batch's
+    generator) and joins as context when ``r_v < threshold`` and it is not a seed.  The edges are every
+    CSR entry ``u`` of a kept node ``t`` whose ``u`` is kept too, one edge ``u -> t`` each, grouped by
+    target in node order.
+
+    Args:
+        indptr, indices: the CSR (int64 ``[N + 1]``, int32/int64 ``[E]``).
+        seeds: int64 ``[B]`` distinct node ids, local ids ``0..B-1``.
+        threshold: uint64, the probability of a non-seed node times ``2**64``.
+        rng_seed: int64 seed of this batch's generator.
+
+    Returns:
+        ``(status, node_ids int64 [n], src int64 [E'], dst int64 [E'])``: seeds first (given order),
+        then the context nodes in id order; ``src``/``dst`` local ids; ``status`` :data:`OK` or
+        :data:`DUPLICATE_SEED` (then the arrays are empty).
+    """
+    b = seeds.shape[0]
+    num_nodes = indptr.shape[0] - 1
+    state = _rng_init(rng_seed)
+    bits = _bits_for(max(b, 8))
+    table = map_new_like(bits, indices)
+    for j in range(b):
+        if map_get_or_insert(table, bits, seeds[j], j) != -1:
+            return (DUPLICATE_SEED, np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64))
+    nodes = np.empty(max(b + 16, 16), np.int64)
+    nodes[:b] = seeds
+    n = b
+    for v in range(num_nodes):
+        if _next_u64(state) < threshold and map_get(table, bits, v) == -1:
+            nodes = _grow_1d(nodes, n + 1)
+            nodes[n] = v
+            n += 1
+    new_bits = _bits_for(max(n, 8))
+    if new_bits != bits:
+        table = map_grow(table, bits, new_bits)
+        bits = new_bits
+    for j in range(b, n):
+        map_get_or_insert(table, bits, nodes[j], j)
+    count = 0
+    for t in range(n):
+        v = nodes[t]
+        for k in range(indptr[v], indptr[v + 1]):
+            if map_get(table, bits, np.int64(indices[k])) >= 0:
+                count += 1
+    src = np.empty(count, np.int64)
+    dst = np.empty(count, np.int64)
+    e = 0
+    for t in range(n):
+        v = nodes[t]
+        for k in range(indptr[v], indptr[v + 1]):
+            lu = map_get(table, bits, np.int64(indices[k]))
+            if lu >= 0:
+                src[e] = lu
+                dst[e] = t
+                e += 1
+    return (OK, nodes[:n].copy(), src, dst)
 
 
 # --------------------------------------------------------------------------- token sampling

@@ -40,10 +40,11 @@ from graphgt.data.plan import check_plan, check_shard, num_batches, num_eval_bat
 from graphgt.data.sampling.kernels import mix_seed
 from graphgt.data.sampling.largegt import TokenBatch, TokenSampler
 from graphgt.data.sampling.neighbor import NeighborSampler, SampledSubgraph, check_seeds
+from graphgt.data.sampling.random_nodes import RandomNodeSampler
 from graphgt.data.store.core import GraphStore
 from graphgt.pages import release_pages
 
-Sampler = Union[NeighborSampler, TokenSampler]
+Sampler = Union[NeighborSampler, RandomNodeSampler, TokenSampler]
 
 
 # --------------------------------------------------------------------------- placement and workers
@@ -251,8 +252,9 @@ def _neighbor_data(src: Rows, sub: SampledSubgraph, pe_keys: Sequence[str]) -> D
     data.ptr = torch.tensor([0, n], dtype=torch.long, device=data.x.device)
     data.num_graphs = 1
     data.num_seeds = b
-    data.num_sampled_nodes = sub.num_sampled_nodes.tolist()
-    data.num_sampled_edges = sub.num_sampled_edges.tolist()
+    if sub.num_sampled_nodes is not None:  # hop-ordered (a neighbour sample): models may trim per layer
+        data.num_sampled_nodes = sub.num_sampled_nodes.tolist()
+        data.num_sampled_edges = sub.num_sampled_edges.tolist()
     return data
 
 
@@ -602,8 +604,9 @@ class NodeLoader:
                  world_size: int = 1, pe_keys: Sequence[str] = (), release_every: int = 0,
                  hop_features: int = 0, placement: str = "auto", device: Any = None,
                  pin_memory: Optional[bool] = None, device_rows: Optional[DeviceRows] = None):
-        if not isinstance(sampler, (NeighborSampler, TokenSampler)):
-            raise TypeError(f"sampler must be a NeighborSampler or a TokenSampler, got {type(sampler).__name__}")
+        if not isinstance(sampler, (NeighborSampler, RandomNodeSampler, TokenSampler)):
+            raise TypeError("sampler must be a NeighborSampler, RandomNodeSampler or TokenSampler, "
+                            f"got {type(sampler).__name__}")
         if sampler.num_nodes != store.num_nodes:
             raise ValueError(f"the sampler's graph has {sampler.num_nodes} nodes but store '{store.name}' has "
                              f"{store.num_nodes}; build the sampler from store.indptr and store.indices")

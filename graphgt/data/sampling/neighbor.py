@@ -18,7 +18,7 @@ repeated entries (a stored multi-edge would be sampled as two edges).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,15 +37,16 @@ class SampledSubgraph:
         edge_index: int64 ``[2, E]`` local ids; row 0 = sampled neighbour (source), row 1 = the
             node it was sampled for (target).  Edges are grouped by hop, then by target.
         num_seeds: number of seeds ``B`` (= ``num_sampled_nodes[0]``).
-        num_sampled_nodes: int64 ``[L + 1]`` nodes first reached at each hop (hop 0 = seeds).
-        num_sampled_edges: int64 ``[L]`` edges sampled at each hop.
+        num_sampled_nodes: int64 ``[L + 1]`` nodes first reached at each hop (hop 0 = seeds); ``None``
+            for a sample without hop structure (:class:`~graphgt.data.sampling.RandomNodeSampler`).
+        num_sampled_edges: int64 ``[L]`` edges sampled at each hop (``None`` likewise).
     """
 
     node_ids: np.ndarray
     edge_index: np.ndarray
     num_seeds: int
-    num_sampled_nodes: np.ndarray
-    num_sampled_edges: np.ndarray
+    num_sampled_nodes: Optional[np.ndarray]
+    num_sampled_edges: Optional[np.ndarray]
 
     @property
     def num_nodes(self) -> int:

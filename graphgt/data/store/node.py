@@ -213,7 +213,10 @@ class StoreNodeData(DataModule):
     Args:
         source: where the store comes from (:class:`StoreSource`).
         sampler: factory ``(indptr, indices) -> sampler`` for training batches (a Hydra partial of
-            :class:`~graphgt.data.sampling.NeighborSampler` with its ``fanouts``).
+            :class:`~graphgt.data.sampling.NeighborSampler` with its ``fanouts``, or of
+            :class:`~graphgt.data.sampling.RandomNodeSampler` with its ``num_parts``: then a training
+            pass has ``num_parts`` batches of ``ceil(n_train / num_parts)`` seeds and ``batch_size``
+            applies to evaluation only).
         eval_sampler: the same for evaluation (default: ``sampler``); larger fan-outs give
             evaluation closer to full-neighbourhood inference.
         batch_size: seeds per training batch.
@@ -329,6 +332,13 @@ class StoreNodeData(DataModule):
         for name in ("train", "val", "test"):
             if not self.store.has(f"split/{name}") or self.store.split(name).shape[0] == 0:
                 raise ConfigError(f"graph store '{self.store.path}' has an empty or missing '{name}' split")
+        from graphgt.data.sampling import RandomNodeSampler
+
+        train = self._samplers["train"]
+        if isinstance(train, RandomNodeSampler):
+            print(f"graphgt: data.sampler {train!r}: training batches of {self._train_batch_size()} seeds "
+                  f"(the {self.store.split('train').shape[0]} training nodes in {train.num_parts} parts) with their "
+                  f"random context; data.batch_size={self.batch_size} sets evaluation batches only", flush=True)
 
     def place(self, device: Any) -> None:
         """The trainer's device: loaders resolve ``placement`` against it and yield batches for it."""
@@ -353,6 +363,15 @@ class StoreNodeData(DataModule):
             raise RuntimeError("StoreNodeData.spec is known after load(cache_dir)")
         return self._spec
 
+    def _train_batch_size(self) -> int:
+        """``data.batch_size``, or with a :class:`RandomNodeSampler` ``ceil(n_train / num_parts)``."""
+        from graphgt.data.sampling import RandomNodeSampler
+
+        sampler = self._samplers["train"]
+        if isinstance(sampler, RandomNodeSampler):
+            return sampler.batch_size(self.store.split("train").shape[0])
+        return self.batch_size
+
     def _loader(self, split: str, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> Iterable:
         from graphgt.data.sampling import NodeLoader
 
@@ -361,7 +380,7 @@ class StoreNodeData(DataModule):
         rows = self._rows()
         return NodeLoader(self.store, np.asarray(self.store.split(split)),
                           self._samplers["train" if shuffle else "eval"],
-                          batch_size=self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
+                          batch_size=self._train_batch_size() if shuffle else self.eval_batch_size, shuffle=shuffle,
                           seed=seed, num_workers=self.num_workers, prefetch_factor=self.prefetch_factor,
                           rank=rank, world_size=world_size, pe_keys=self._pe_keys,
                           release_every=self.release_every, hop_features=self.hop_features,

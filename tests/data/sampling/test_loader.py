@@ -223,7 +223,7 @@ def test_argument_errors(store, tmp_path):
     small = NeighborSampler(*random_csr(50, 100, seed=1), [2])
     with pytest.raises(ValueError, match="50 nodes"):
         NodeLoader(store, train, small, batch_size=8, shuffle=True)
-    with pytest.raises(TypeError, match="NeighborSampler or a TokenSampler"):
+    with pytest.raises(TypeError, match="NeighborSampler, RandomNodeSampler or TokenSampler"):
         NodeLoader(store, train, object(), batch_size=8, shuffle=True)
 
 

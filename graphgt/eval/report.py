@@ -126,13 +126,16 @@ def fold_parts(config: Mapping[str, Any]) -> Dict[str, str]:
     return {k: _show(flat[k]) for k in FOLD_KEYS if flat.get(k) is not None}
 
 
-def fold_of(config: Mapping[str, Any], keys: Optional[Iterable[str]] = None) -> Optional[str]:
+def fold_name(parts: Mapping[str, str], keys: Optional[Iterable[str]] = None) -> Optional[str]:
+    """A fold's name from its :func:`fold_parts` (``data.split.fold=3``; several joined by spaces), or
+    None; ``keys``: only these fold keys (a row names the ones that vary between its runs)."""
+    return " ".join(f"{k}={parts[k]}" for k in FOLD_KEYS if k in parts and (keys is None or k in keys)) or None
+
+
+def fold_of(config: Mapping[str, Any]) -> Optional[str]:
     """The run's cross-validation fold or random split (``data.split.fold=3``, ``data.split.path=f3.txt``,
-    ``data.split_index=3``, ``data.split.seed=3``; several joined by spaces), or None. ``keys``: only
-    these fold keys (a row names the ones that vary between its runs)."""
-    parts = fold_parts(config)
-    shown = [k for k in FOLD_KEYS if k in parts and (keys is None or k in keys)]
-    return " ".join(f"{k}={parts[k]}" for k in shown) or None
+    ``data.split_index=3``, ``data.split.seed=3``), or None."""
+    return fold_name(fold_parts(config))
 
 
 def _show(value: Any) -> str:
@@ -281,7 +284,8 @@ def aggregate(paths: List[Path], skipped: Optional[List[str]] = None) -> List[Di
             continue
         config = result.get("config") or {}
         result["_path"] = str(Path(path).parent)
-        result["_fold"] = fold_of(config)
+        result["_fold_parts"] = fold_parts(config)
+        result["_fold"] = fold_name(result["_fold_parts"])
         keys = group_keys(config)
         # dataset and metric too: runs of configs recorded without them must still not mix
         # (a dataset named after its fixed split, "WebKB/cornell[split 3]", is one dataset across its folds)
@@ -295,11 +299,10 @@ def aggregate(paths: List[Path], skipped: Optional[List[str]] = None) -> List[Di
         runs = group["runs"]
         # a fold is named by the fold keys that vary between the row's runs (a k-fold CV's constant
         # dealing seed stays out of "data.split.fold=3"); all of them when none varies
-        parts = [fold_parts(r.get("config") or {}) for r in runs]
-        varying = {k for k in FOLD_KEYS if len({p.get(k) for p in parts}) > 1}
+        varying = {k for k in FOLD_KEYS if len({r["_fold_parts"].get(k) for r in runs}) > 1}
         if varying:
             for r in runs:
-                r["_fold"] = fold_of(r.get("config") or {}, varying)
+                r["_fold"] = fold_name(r["_fold_parts"], varying)
         runs.sort(key=lambda r: (str(r["_fold"]), str(r.get("seed")), r["_path"]))
         test_mean, test_std = mean_std([r["test_at_best_val"] for r in runs])
         val_mean, val_std = mean_std([r["best_val"] for r in runs])
@@ -341,15 +344,15 @@ def _cell(text: Any) -> str:
 
 def markdown(rows: List[Dict[str, Any]]) -> str:
     """The table, one row per group (the test column says how its epoch was selected)."""
-    test_col = ("test (at best val)" if not any(r.get("selection") == "mean-test" for r in rows)
-                else "test (best mean-test epoch, optimistic)")
+    rescored = any(r.get("selection") == "mean-test" for r in rows)
+    test_col = "test (best mean-test epoch, optimistic)" if rescored else "test (at best val)"
     lines = [f"| model | dataset | metric | {test_col} | best val | seeds | folds | #params | s/epoch | "
              "hardware | versions | commit |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         params = f"{r['num_params']:,}" if isinstance(r.get("num_params"), int) else "?"
         test = _fmt(r['test_mean'], r['test_std'])
-        if test_col != "test (at best val)":
+        if rescored:
             test += f" (epoch {r['selected_epoch']})" if r.get("selection") == "mean-test" else " (at best val)"
         lines.append(f"| {_cell(r['label'])} | {_cell(r['dataset'])} | {r['metric']} | "
                      f"{test} | {_fmt(r['val_mean'], r['val_std'])} | "
@@ -412,8 +415,8 @@ def select_mean_test_epoch(row: Dict[str, Any]) -> Optional[str]:
 
     The epoch is chosen on the test folds, so the figure is optimistic by construction (Errica et al.,
     ICLR 2020); it exists to compare with tables reported that way (GIN's 89.4 on MUTAG), never to
-    select models. Only epochs that every run logged count; of tied epochs, the earliest. Returns why the row cannot be re-scored
-    (a run without a per-epoch test curve in its ``metrics.csv``), or None when it was.
+    select models. Only epochs that every run logged count; of tied epochs, the earliest. Returns why
+    the row cannot be re-scored (a run without a per-epoch test curve in its ``metrics.csv``), or None.
     """
     curves = [read_curve(Path(d), row["metric"])["test"] for d in row["runs"]]
     bare = [d for d, c in zip(row["runs"], curves) if not c]

@@ -365,24 +365,21 @@ def sample_random_nodes(indptr, indices, seeds, threshold, rng_seed):
         bits = new_bits
     for j in range(b, n):
         map_get_or_insert(table, bits, nodes[j], j)
-    count = 0
-    for t in range(n):
-        v = nodes[t]
-        for k in range(indptr[v], indptr[v + 1]):
-            if map_get(table, bits, np.int64(indices[k])) >= 0:
-                count += 1
-    src = np.empty(count, np.int64)
-    dst = np.empty(count, np.int64)
+    src = np.empty(max(16, 4 * n), np.int64)
+    dst = np.empty(max(16, 4 * n), np.int64)
     e = 0
     for t in range(n):
         v = nodes[t]
         for k in range(indptr[v], indptr[v + 1]):
             lu = map_get(table, bits, np.int64(indices[k]))
             if lu >= 0:
+                if e == src.shape[0]:
+                    src = _grow_1d(src, e + 1)
+                    dst = _grow_1d(dst, e + 1)
                 src[e] = lu
                 dst[e] = t
                 e += 1
-    return (OK, nodes[:n].copy(), src, dst)
+    return (OK, nodes[:n].copy(), src[:e].copy(), dst[:e].copy())
 
 
 # --------------------------------------------------------------------------- token sampling
